@@ -1,0 +1,5 @@
+"""Error root of the ``frontend_protocols`` package."""
+
+
+class FrontendError(Exception):
+    """Base of every error raised by ``frontend_protocols``."""

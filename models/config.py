@@ -1,0 +1,547 @@
+"""Station configuration: TOML loaded into validated frozen dataclasses.
+
+One file configures the server, the operators, the RTUs and the point list; the front ends, the simulators and the
+RTDB all load the same file, so a point's ``id`` (its position in the list) is the same in every process.
+Errors name the file, the line of the table and the field; nothing is returned half-validated.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from models.errors import ConfigError
+from models.points import (
+    AnalogLimits,
+    ControlDef,
+    ControlMode,
+    ControlType,
+    PointDef,
+    PointKind,
+    PointSource,
+    Priority,
+    StateAlarm,
+)
+
+
+class Role(StrEnum):
+    VIEWER = "viewer"  # read points, alarms, SOE, history
+    OPERATOR = "operator"  # + controls, acknowledge, shelve
+    ENGINEER = "engineer"  # + tags, manual entry
+    ADMIN = "admin"
+
+
+class Protocol(StrEnum):
+    IEC104 = "iec104"
+
+
+class LoadCurve(StrEnum):
+    FLAT = "flat"
+    RESIDENTIAL = "residential"
+    COMMERCIAL = "commercial"
+
+
+#: Monitoring type identifiers accepted per protocol and point kind.
+MONITOR_TYPES: dict[Protocol, dict[PointKind, frozenset[str]]] = {
+    Protocol.IEC104: {
+        PointKind.SINGLE: frozenset({"M_SP_NA_1", "M_SP_TB_1"}),
+        PointKind.DOUBLE: frozenset({"M_DP_NA_1", "M_DP_TB_1"}),
+        PointKind.ANALOG: frozenset(
+            {"M_ME_NA_1", "M_ME_NB_1", "M_ME_NC_1", "M_ME_TD_1", "M_ME_TE_1", "M_ME_TF_1"}
+        ),
+        PointKind.COUNTER: frozenset({"M_IT_NA_1", "M_IT_TB_1"}),
+        PointKind.SETPOINT: frozenset({"M_ME_NC_1", "M_ME_TF_1", "M_ME_NB_1", "M_ME_TE_1"}),
+        PointKind.COMMAND: frozenset({""}),
+    }
+}
+
+#: Which control types fit which point kind.
+CONTROL_TYPES: dict[PointKind, frozenset[ControlType]] = {
+    PointKind.SINGLE: frozenset({ControlType.SINGLE}),
+    PointKind.DOUBLE: frozenset({ControlType.DOUBLE}),
+    PointKind.SETPOINT: frozenset({ControlType.SETPOINT_FLOAT, ControlType.SETPOINT_SCALED}),
+    PointKind.COMMAND: frozenset({ControlType.SINGLE, ControlType.DOUBLE}),
+    PointKind.ANALOG: frozenset(),
+    PointKind.COUNTER: frozenset(),
+}
+
+DEFAULT_STALE_AFTER_S: dict[PointKind, float] = {
+    PointKind.SINGLE: 900.0,
+    PointKind.DOUBLE: 900.0,
+    PointKind.ANALOG: 120.0,
+    PointKind.COUNTER: 3600.0,
+    PointKind.SETPOINT: 0.0,
+    PointKind.COMMAND: 0.0,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    grpc_address: str = "127.0.0.1:50051"
+    data_dir: str = "var/dscada"
+    grpc_workers: int = 32
+
+
+@dataclass(frozen=True, slots=True)
+class SupervisionConfig:
+    stale_after_s: dict[PointKind, float] = field(default_factory=lambda: dict(DEFAULT_STALE_AFTER_S))
+    adapter_heartbeat_timeout_s: float = 5.0  # an adapter silent this long is hung: killed and restarted
+    adapter_restart_backoff_s: float = 1.0
+    adapter_restart_backoff_max_s: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class HistorianConfig:
+    retention_days: float = 14.0
+    max_interval_s: float = 900.0  # store an analog sample at least this often even inside the deadband
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmConfig:
+    shelve_max_s: float = 8 * 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorConfig:
+    name: str
+    role: Role
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
+class RtuConfig:
+    name: str
+    protocol: Protocol
+    common_address: int
+    addresses: tuple[str, ...]  # "host:port", primary first; a second one is the redundant link
+    gi_period_s: float = 600.0
+    frtu: bool = False
+    connect_timeout_s: float = 2.0
+    reconnect_backoff_s: float = 1.0
+    reconnect_backoff_max_s: float = 15.0
+    max_updates_per_s: float = 2000.0  # simulator pacing; c104 servers lose data silently above ~5k/s
+
+
+@dataclass(frozen=True, slots=True)
+class SimProfile:
+    """How the RTU simulator drives a point."""
+
+    nominal: float = 0.0  # engineering units; initial state for status points
+    noise_pct: float = 0.0
+    curve: LoadCurve = LoadCurve.FLAT
+    period_s: float = 0.0  # 0: report on change only (status); >0: analog refresh period
+
+
+@dataclass(frozen=True, slots=True)
+class StationConfig:
+    name: str
+    source_path: str
+    server: ServerConfig
+    supervision: SupervisionConfig
+    historian: HistorianConfig
+    alarms: AlarmConfig
+    operators: tuple[OperatorConfig, ...]
+    rtus: tuple[RtuConfig, ...]
+    points: tuple[PointDef, ...]
+    sim: tuple[SimProfile, ...]  # parallel to ``points``
+
+    def point(self, name: str) -> PointDef:
+        for p in self.points:
+            if p.name == name:
+                return p
+        raise ConfigError(f"{self.source_path}: no point named {name!r}")
+
+    def rtu(self, name: str) -> RtuConfig:
+        for r in self.rtus:
+            if r.name == name:
+                return r
+        raise ConfigError(f"{self.source_path}: no RTU named {name!r}")
+
+    def points_of_rtu(self, rtu: str) -> tuple[PointDef, ...]:
+        return tuple(p for p in self.points if p.source.rtu == rtu)
+
+    def stale_after_s(self, point: PointDef) -> float:
+        return point.stale_after_s or self.supervision.stale_after_s.get(point.kind, 0.0)
+
+
+# --------------------------------------------------------------------------------------------------- loading
+
+
+class _Locator:
+    """Maps a table path such as ``points[3]`` to the line where that table starts in the TOML text."""
+
+    def __init__(self, text: str) -> None:
+        self._arrays: dict[str, list[int]] = {}
+        self._tables: dict[str, int] = {}
+        for lineno, line in enumerate(text.splitlines(), start=1):
+            m = re.match(r"\s*\[\[\s*([A-Za-z0-9_.]+)\s*\]\]", line)
+            if m:
+                self._arrays.setdefault(m.group(1), []).append(lineno)
+                continue
+            m = re.match(r"\s*\[\s*([A-Za-z0-9_.]+)\s*\]", line)
+            if m:
+                self._tables[m.group(1)] = lineno
+
+    def line(self, table: str, index: int | None = None) -> int | None:
+        if index is None:
+            return self._tables.get(table)
+        lines = self._arrays.get(table, [])
+        return lines[index] if index < len(lines) else None
+
+
+class _Reader:
+    """Reads one TOML table with strict key checking; every error names file, line and field path."""
+
+    def __init__(self, path: str, locator: _Locator, table: dict[str, Any], where: str, line: int | None):
+        self.path, self.loc, self.table, self.where, self.lineno = path, locator, table, where, line
+        self._used: set[str] = set()
+
+    def fail(self, key: str | None, problem: str) -> ConfigError:
+        at = f"{self.path}:{self.lineno}" if self.lineno else self.path
+        fld = f"{self.where}.{key}" if key else self.where
+        return ConfigError(f"{at}: {fld}: {problem}")
+
+    def get(self, key: str, typ: type | tuple[type, ...], default: Any = ..., *, required: bool = False) -> Any:
+        self._used.add(key)
+        if key not in self.table:
+            if required or default is ...:
+                raise self.fail(key, "is required")
+            return default
+        value = self.table[key]
+        if typ is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if isinstance(value, bool) and typ in (int, float):
+            raise self.fail(key, f"expected {typ.__name__}, got a boolean")
+        if not isinstance(value, typ):
+            names = typ.__name__ if isinstance(typ, type) else " or ".join(t.__name__ for t in typ)
+            raise self.fail(key, f"expected {names}, got {type(value).__name__} {value!r}")
+        return value
+
+    def enum(self, key: str, enum: type[StrEnum], default: Any = ...) -> Any:
+        raw = self.get(key, str, default if default is ... else str(default))
+        try:
+            return enum(raw)
+        except ValueError:
+            choices = ", ".join(e.value for e in enum)
+            raise self.fail(key, f"unknown value {raw!r} (expected one of: {choices})") from None
+
+    def positive(self, key: str, default: float, *, allow_zero: bool = False) -> float:
+        v = self.get(key, float, default)
+        if v < 0 or (v == 0 and not allow_zero):
+            raise self.fail(key, f"must be {'>= 0' if allow_zero else '> 0'}, got {v}")
+        return v
+
+    def sub(self, key: str) -> _Reader | None:
+        raw = self.get(key, dict, None)
+        if raw is None:
+            return None
+        return _Reader(self.path, self.loc, raw, f"{self.where}.{key}", self.lineno)
+
+    def finish(self) -> None:
+        unknown = sorted(set(self.table) - self._used)
+        if unknown:
+            raise self.fail(None, f"unknown field(s): {', '.join(unknown)}")
+
+
+def _priority(r: _Reader, key: str, default: Priority) -> Priority:
+    raw = r.get(key, str, default.name.lower())
+    try:
+        return Priority[raw.upper()]
+    except KeyError:
+        raise r.fail(key, f"unknown priority {raw!r} (expected critical, high, medium or low)") from None
+
+
+def _address(r: _Reader, key: str, value: str) -> str:
+    m = re.fullmatch(r"([A-Za-z0-9_.\-]+):(\d{1,5})", value)
+    if not m or not 0 < int(m.group(2)) < 65536:
+        raise r.fail(key, f"{value!r} is not host:port")
+    return value
+
+
+def load_station_config(path: str | Path) -> StationConfig:
+    """Load and validate a station configuration file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read configuration: {exc.strerror}") from None
+    return parse_station_config(text, str(path))
+
+
+def parse_station_config(text: str, source: str = "<config>") -> StationConfig:
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+    if not doc:
+        raise ConfigError(f"{source}: the configuration is empty")
+    loc = _Locator(text)
+    top = _Reader(source, loc, doc, "<top>", None)
+
+    def table(name: str) -> _Reader:
+        raw = top.get(name, dict, {})
+        return _Reader(source, loc, raw, name, loc.line(name))
+
+    st = table("station")
+    name = st.get("name", str, required=True)
+    st.finish()
+
+    sv = table("server")
+    server = ServerConfig(
+        grpc_address=_address(sv, "grpc_address", sv.get("grpc_address", str, "127.0.0.1:50051")),
+        data_dir=sv.get("data_dir", str, "var/dscada"),
+        grpc_workers=sv.get("grpc_workers", int, 32),
+    )
+    sv.finish()
+
+    su = table("supervision")
+    stale = dict(DEFAULT_STALE_AFTER_S)
+    st_r = su.sub("stale_after_s")
+    if st_r is not None:
+        for key in list(st_r.table):
+            try:
+                kind = PointKind(key)
+            except ValueError:
+                raise st_r.fail(key, "is not a point kind") from None
+            stale[kind] = st_r.positive(key, 0.0, allow_zero=True)
+        st_r.finish()
+    supervision = SupervisionConfig(
+        stale_after_s=stale,
+        adapter_heartbeat_timeout_s=su.positive("adapter_heartbeat_timeout_s", 5.0),
+        adapter_restart_backoff_s=su.positive("adapter_restart_backoff_s", 1.0),
+        adapter_restart_backoff_max_s=su.positive("adapter_restart_backoff_max_s", 30.0),
+    )
+    su.finish()
+
+    hi = table("historian")
+    historian = HistorianConfig(
+        retention_days=hi.positive("retention_days", 14.0), max_interval_s=hi.positive("max_interval_s", 900.0)
+    )
+    hi.finish()
+
+    al = table("alarms")
+    alarms = AlarmConfig(shelve_max_s=al.positive("shelve_max_s", 8 * 3600.0))
+    al.finish()
+
+    operators = _operators(top, source, loc)
+    rtus = _rtus(top, source, loc)
+    points, sims = _points(top, source, loc, {r.name: r for r in rtus})
+    top.finish()
+    return StationConfig(
+        name=name,
+        source_path=source,
+        server=server,
+        supervision=supervision,
+        historian=historian,
+        alarms=alarms,
+        operators=operators,
+        rtus=rtus,
+        points=points,
+        sim=sims,
+    )
+
+
+def _array(top: _Reader, key: str) -> list[Any]:
+    raw = top.get(key, list, [])
+    return raw
+
+
+def _operators(top: _Reader, source: str, loc: _Locator) -> tuple[OperatorConfig, ...]:
+    out: list[OperatorConfig] = []
+    seen_names: dict[str, int] = {}
+    seen_tokens: dict[str, int] = {}
+    for i, raw in enumerate(_array(top, "operators")):
+        r = _Reader(source, loc, raw, f"operators[{i}]", loc.line("operators", i))
+        op = OperatorConfig(
+            name=r.get("name", str, required=True), role=r.enum("role", Role), token=r.get("token", str, required=True)
+        )
+        r.finish()
+        if op.name in seen_names:
+            raise r.fail("name", f"duplicate operator {op.name!r} (also operators[{seen_names[op.name]}])")
+        if len(op.token) < 8:
+            raise r.fail("token", "must be at least 8 characters")
+        if op.token in seen_tokens:
+            raise r.fail("token", f"same token as operators[{seen_tokens[op.token]}]")
+        seen_names[op.name], seen_tokens[op.token] = i, i
+        out.append(op)
+    return tuple(out)
+
+
+def _rtus(top: _Reader, source: str, loc: _Locator) -> tuple[RtuConfig, ...]:
+    out: list[RtuConfig] = []
+    seen: dict[str, int] = {}
+    seen_addr: dict[str, int] = {}
+    for i, raw in enumerate(_array(top, "rtus")):
+        r = _Reader(source, loc, raw, f"rtus[{i}]", loc.line("rtus", i))
+        name = r.get("name", str, required=True)
+        addrs = r.get("addresses", list, required=True)
+        if not 1 <= len(addrs) <= 2 or not all(isinstance(a, str) for a in addrs):
+            raise r.fail("addresses", "must list one or two \"host:port\" strings (primary, backup)")
+        ca = r.get("common_address", int, required=True)
+        if not 1 <= ca <= 65534:
+            raise r.fail("common_address", f"must be 1..65534, got {ca}")
+        rtu = RtuConfig(
+            name=name,
+            protocol=r.enum("protocol", Protocol, Protocol.IEC104),
+            common_address=ca,
+            addresses=tuple(_address(r, "addresses", a) for a in addrs),
+            gi_period_s=r.positive("gi_period_s", 600.0),
+            frtu=r.get("frtu", bool, False),
+            connect_timeout_s=r.positive("connect_timeout_s", 2.0),
+            reconnect_backoff_s=r.positive("reconnect_backoff_s", 1.0),
+            reconnect_backoff_max_s=r.positive("reconnect_backoff_max_s", 15.0),
+            max_updates_per_s=r.positive("max_updates_per_s", 2000.0),
+        )
+        r.finish()
+        if name in seen:
+            raise r.fail("name", f"duplicate RTU name {name!r} (also rtus[{seen[name]}])")
+        for a in rtu.addresses:
+            if a in seen_addr:
+                raise r.fail("addresses", f"{a} is already used by rtus[{seen_addr[a]}]")
+            seen_addr[a] = i
+        seen[name] = i
+        out.append(rtu)
+    return tuple(out)
+
+
+def _points(
+    top: _Reader, source: str, loc: _Locator, rtus: dict[str, RtuConfig]
+) -> tuple[tuple[PointDef, ...], tuple[SimProfile, ...]]:
+    points: list[PointDef] = []
+    sims: list[SimProfile] = []
+    names: dict[str, int] = {}
+    addresses: dict[tuple[str, int], str] = {}  # (rtu, IOA) -> "points[i] (name)"
+    for i, raw in enumerate(_array(top, "points")):
+        r = _Reader(source, loc, raw, f"points[{i}]", loc.line("points", i))
+        name = r.get("name", str, required=True)
+        r.where = f"points[{i}] ({name})"
+        if name in names:
+            raise r.fail("name", f"duplicate point name (also points[{names[name]}])")
+        kind = r.enum("kind", PointKind)
+        rtu_name = r.get("rtu", str, required=True)
+        if rtu_name not in rtus:
+            raise r.fail("rtu", f"unknown RTU {rtu_name!r}")
+        rtu = rtus[rtu_name]
+        type_id = r.get("type", str, "")
+        allowed = MONITOR_TYPES[rtu.protocol][kind]
+        if type_id not in allowed:
+            choices = ", ".join(sorted(t for t in allowed if t)) or "none (omit 'type')"
+            raise r.fail("type", f"{type_id!r} does not fit a {kind.value} point on {rtu.protocol.value} "
+                                 f"(expected {choices})")
+        address = r.get("address", int, 0 if kind is PointKind.COMMAND else ...)
+        control = _control(r, kind)
+        if kind in (PointKind.SETPOINT, PointKind.COMMAND) and control is None:
+            raise r.fail("control", f"a {kind.value} point needs a control table")
+        used = [] if kind is PointKind.COMMAND else [address]
+        if control is not None:
+            used.append(control.address)
+        for a in used:
+            if not 1 <= a <= 16_777_215:
+                raise r.fail("address", f"IOA {a} out of range 1..16777215")
+            key = (rtu_name, a)
+            if key in addresses:
+                raise r.fail("address", f"IOA {a} on RTU {rtu_name!r} is already used by {addresses[key]}")
+            addresses[key] = f"points[{i}] ({name})"
+        limits = _limits(r, kind)
+        state_alarms = _state_alarms(r, kind)
+        sim = _sim(r)
+        point = PointDef(
+            id=i,
+            name=name,
+            kind=kind,
+            source=PointSource(rtu.protocol.value, rtu_name, rtu.common_address, address, type_id),
+            units=r.get("units", str, ""),
+            scale=r.get("scale", float, 1.0),
+            offset=r.get("offset", float, 0.0),
+            element=r.get("element", str, ""),
+            terminal=r.get("terminal", int, None),
+            description=r.get("description", str, ""),
+            control=control,
+            limits=limits,
+            state_alarms=state_alarms,
+            limit_priority=_priority(r, "limit_priority", Priority.MEDIUM),
+            stale_after_s=r.positive("stale_after_s", 0.0, allow_zero=True),
+            historian_deadband=r.positive("historian_deadband", 0.0, allow_zero=True),
+        )
+        if point.scale == 0:
+            raise r.fail("scale", "must not be 0")
+        r.finish()
+        names[name] = i
+        points.append(point)
+        sims.append(sim)
+    return tuple(points), tuple(sims)
+
+
+def _control(r: _Reader, kind: PointKind) -> ControlDef | None:
+    c = r.sub("control")
+    if c is None:
+        return None
+    ctype = c.enum("type", ControlType)
+    if ctype not in CONTROL_TYPES[kind]:
+        raise c.fail("type", f"a {kind.value} point cannot take a {ctype.value} control")
+    control = ControlDef(
+        type=ctype,
+        address=c.get("address", int, required=True),
+        mode=c.enum("mode", ControlMode, ControlMode.SELECT_BEFORE_OPERATE),
+        timeout_s=c.positive("timeout_s", 10.0),
+        feedback_timeout_s=c.positive("feedback_timeout_s", 10.0),
+    )
+    c.finish()
+    return control
+
+
+def _limits(r: _Reader, kind: PointKind) -> AnalogLimits | None:
+    lr = r.sub("limits")
+    if lr is None:
+        return None
+    if kind is not PointKind.ANALOG:
+        raise r.fail("limits", f"limits apply to analog points, not {kind.value}")
+    lim = AnalogLimits(
+        lolo=lr.get("lolo", float, None),
+        lo=lr.get("lo", float, None),
+        hi=lr.get("hi", float, None),
+        hihi=lr.get("hihi", float, None),
+        deadband=lr.positive("deadband", 0.0, allow_zero=True),
+    )
+    lr.finish()
+    order = [v for v in (lim.lolo, lim.lo, lim.hi, lim.hihi) if v is not None]
+    if order != sorted(order) or len(set(order)) != len(order):
+        raise lr.fail(None, "limits must rise strictly: lolo < lo < hi < hihi")
+    return lim
+
+
+def _state_alarms(r: _Reader, kind: PointKind) -> tuple[StateAlarm, ...]:
+    raw = r.get("state_alarms", list, [])
+    if raw and not kind.is_status:
+        raise r.fail("state_alarms", f"state alarms apply to single/double points, not {kind.value}")
+    out = []
+    for j, item in enumerate(raw):
+        if not isinstance(item, dict):
+            raise r.fail(f"state_alarms[{j}]", "must be a table")
+        s = _Reader(r.path, r.loc, item, f"{r.where}.state_alarms[{j}]", r.lineno)
+        value = s.get("value", int, required=True)
+        hi = 1 if kind is PointKind.SINGLE else 3
+        if not 0 <= value <= hi:
+            raise s.fail("value", f"must be 0..{hi} for a {kind.value} point")
+        out.append(StateAlarm(value=value, priority=_priority(s, "priority", Priority.HIGH),
+                              text=s.get("text", str, required=True)))
+        s.finish()
+    return tuple(out)
+
+
+def _sim(r: _Reader) -> SimProfile:
+    s = r.sub("sim")
+    if s is None:
+        return SimProfile()
+    prof = SimProfile(
+        nominal=s.get("nominal", float, 0.0),
+        noise_pct=s.positive("noise_pct", 0.0, allow_zero=True),
+        curve=s.enum("curve", LoadCurve, LoadCurve.FLAT),
+        period_s=s.positive("period_s", 0.0, allow_zero=True),
+    )
+    s.finish()
+    return prof
