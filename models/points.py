@@ -46,10 +46,6 @@ class Quality(IntFlag):
         return [f.name for f in Quality if f and f in self and f.name]
 
 
-#: Bits a fresh value from the field clears (the field cannot vouch for manual or operator state).
-FIELD_CLEARED_BITS = int(Quality.NOT_TOPICAL | Quality.COMM_LOST)
-
-
 class ControlType(StrEnum):
     """Which command a point accepts; protocol adapters map these to their own types."""
 

@@ -1,0 +1,78 @@
+"""The ``dscada`` command: serve, rtu-sim, client, demo."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+
+from models.errors import ModelError
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from models.config import load_station_config
+    from models.samples import sample_station_path
+    from scada.server import ControlCenter
+
+    config = load_station_config(args.config or sample_station_path())
+    center = ControlCenter(config, data_dir=args.data_dir, grpc_address=args.address)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    center.start()
+    print(f"dscada: serving '{config.name}' ({len(config.points)} points, {len(config.rtus)} RTUs) "
+          f"on {center.grpc_address.rsplit(':', 1)[0]}:{center.grpc_port}; data in {center.data_dir}", flush=True)
+    try:
+        stop.wait()
+    finally:
+        print("dscada: stopping", flush=True)
+        center.stop()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="dscada", description="Distribution control centre: SCADA, DMS, OMS")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="run the control-centre server")
+    p.add_argument("--config", help="station configuration TOML (default: the embedded sample)")
+    p.add_argument("--data-dir", help="where the SQLite stores live (default: from the configuration)")
+    p.add_argument("--address", help="gRPC listen address host:port (default: from the configuration)")
+    p.set_defaults(func=_serve)
+
+    sub.add_parser("rtu-sim", help="run simulated IEC 104 RTUs (see 'dscada rtu-sim --help')", add_help=False)
+    sub.add_parser("client", help="operator client (see 'dscada client --help')", add_help=False)
+
+    p = sub.add_parser("demo", help="end-to-end demonstration on the embedded sample network")
+    p.add_argument("--data-dir", help="keep the demo's databases here (default: a temporary folder)")
+    p.add_argument("--fast", action="store_true", help="shorter pauses between steps")
+
+    # Sub-programs with their own parsers get the rest of the command line untouched.
+    if argv and argv[0] == "rtu-sim":
+        from rtu_sim.cli import main as sim_main
+
+        return sim_main(argv[1:])
+    if argv and argv[0] == "client":
+        from scada.client_cli import main as client_main
+
+        return client_main(argv[1:])
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        if args.command == "demo":
+            from scada.demo import run_demo
+
+            return run_demo(data_dir=args.data_dir, fast=args.fast)
+        return int(args.func(args))
+    except ModelError as exc:
+        print(f"dscada: configuration error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

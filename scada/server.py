@@ -1,0 +1,158 @@
+"""The control-centre server: RTDB, stores, alarm and historian subscribers, supervised adapters, gRPC API."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from frontend_protocols.supervisor import AdapterSupervisor, adapter_specs
+from models.commands import ControlRequest, ControlResult
+from models.config import StationConfig
+from models.points import Priority
+from models.updates import InterrogationDone, LinkEvent, UpdateBatch
+from scada.alarms import AlarmManager
+from scada.audit import AuditLog
+from scada.auth import Authenticator
+from scada.commands import CommandService
+from scada.historian import Historian
+from scada.rtdb import Rtdb
+from scada.services import Services
+from scada.soe import SoeJournal
+from scada.tags import TagStore
+
+log = logging.getLogger(__name__)
+
+_PURGE_PERIOD_S = 3600.0
+
+
+class ControlCenter:
+    """Everything one server process runs. ``start`` brings it all up or raises; ``stop`` takes it down in order."""
+
+    def __init__(
+        self,
+        config: StationConfig,
+        *,
+        data_dir: str | Path | None = None,
+        grpc_address: str | None = None,
+        start_adapters: bool = True,
+    ) -> None:
+        self.config = config
+        self.data_dir = Path(data_dir or config.server.data_dir)
+        self.grpc_address = grpc_address or config.server.grpc_address
+        self._start_adapters = start_adapters
+        self.soe = SoeJournal(self.data_dir / "soe.sqlite", config.points)
+        self.rtdb = Rtdb(config, soe=self.soe, start_seq=max(self.soe.last_seq(), 0))
+        self.alarms = AlarmManager(config, self.data_dir / "alarms.sqlite")
+        self.historian = Historian(
+            self.data_dir / "historian.sqlite",
+            config.points,
+            retention_days=config.historian.retention_days,
+            max_interval_s=config.historian.max_interval_s,
+        )
+        self.tags = TagStore(self.data_dir / "tags.sqlite")
+        self.audit = AuditLog(self.data_dir / "audit.sqlite")
+        self.auth = Authenticator(config)
+        self.commands = CommandService(self.rtdb, self, tags=self.tags, audit=self.audit)
+        self.supervisors = {s.name: AdapterSupervisor(s, config, self) for s in adapter_specs(config)}
+        self._adapter_of = {rtu: s.name for s in self.supervisors.values() for rtu in s.spec.rtus}
+        self.services = Services(config, self.rtdb, self.commands, self.alarms, self.soe, self.historian,
+                                 self.tags, self.audit, self.auth)
+        self.grpc_server: Any = None
+        self.grpc_port = 0
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.rtdb.add_link_listener(self._on_link)
+
+    # ---------------------------------------------------------------------------------------------- lifecycle
+    def start(self) -> None:
+        from scada.api.server import build_grpc_server  # grpc is only needed once serving
+
+        self.rtdb.start()
+        self.alarms.start(self.rtdb.subscribe("alarms", max_pending=1024))
+        hist_sub = self.rtdb.subscribe("historian", max_pending=1024)
+        self._threads.append(threading.Thread(target=self._historian_loop, args=(hist_sub,),
+                                              name="historian", daemon=True))
+        for t in self._threads:
+            t.start()
+        self.grpc_server, self.grpc_port = build_grpc_server(self.services, self.grpc_address)
+        self.grpc_server.start()
+        if self._start_adapters:
+            for sup in self.supervisors.values():
+                sup.start()
+        log.info("dscada serving %s on port %d", self.config.name, self.grpc_port)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for sup in self.supervisors.values():
+            sup.stop()
+        if self.grpc_server is not None:
+            self.grpc_server.stop(grace=1.0).wait(3)
+        self.alarms.stop()
+        self.rtdb.stop()
+        for t in self._threads:
+            t.join(5)
+        for store in (self.soe, self.historian, self.tags, self.audit):
+            store.close()
+
+    def __enter__(self) -> ControlCenter:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ---------------------------------------------------------------------------------------------- adapter sink
+    def on_adapter_message(self, adapter: str, msg: Any) -> None:
+        if isinstance(msg, UpdateBatch | LinkEvent | InterrogationDone):
+            self.rtdb.ingest(msg)
+        elif isinstance(msg, ControlResult):
+            self.commands.on_control_result(msg)
+        else:
+            log.warning("adapter %s sent an unexpected %s", adapter, type(msg).__name__)
+
+    def on_adapter_state(self, adapter: str, running: bool, detail: str) -> None:
+        key = f"adapter:{adapter}"
+        if running:
+            self.alarms.clear_system(key)
+            return
+        self.alarms.raise_system(key, f"Protocol adapter {adapter} restarting: {detail}", Priority.HIGH)
+        rtus = self.supervisors[adapter].spec.rtus
+        now = time.time_ns() // 1_000_000
+        for rtu in rtus:
+            self.rtdb.ingest(LinkEvent(adapter, rtu, False, reason=f"adapter down: {detail}", time_ms=now))
+        self.commands.fail_adapter(rtus)
+
+    def send_control(self, request: ControlRequest) -> bool:
+        sup = self.supervisors.get(self._adapter_of.get(request.rtu, ""))
+        return sup is not None and sup.send(request)
+
+    def send_to_adapter_of(self, rtu: str, msg: Any) -> bool:
+        sup = self.supervisors.get(self._adapter_of.get(rtu, ""))
+        return sup is not None and sup.send(msg)
+
+    # ---------------------------------------------------------------------------------------------- internals
+    def _on_link(self, ev: LinkEvent) -> None:
+        key = f"link:{ev.rtu}"
+        if ev.up:
+            self.alarms.clear_system(key)
+        else:
+            rtu = self.config.rtu(ev.rtu)
+            kind = "FRTU" if rtu.frtu else "RTU"
+            self.alarms.raise_system(key, f"{kind} {ev.rtu} communication lost ({ev.reason or 'link down'})",
+                                     Priority.HIGH)
+
+    def _historian_loop(self, sub: Any) -> None:
+        next_purge = time.monotonic() + 60.0
+        while not self._stop.is_set():
+            cs = sub.get(timeout_s=0.5)
+            try:
+                if cs is not None:
+                    self.historian.process(cs)
+                if time.monotonic() >= next_purge:
+                    self.historian.purge()
+                    next_purge = time.monotonic() + _PURGE_PERIOD_S
+            except Exception:
+                log.exception("historian failed")

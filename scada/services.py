@@ -1,0 +1,31 @@
+"""The bundle of running services the gRPC API serves."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from models.config import StationConfig
+
+if TYPE_CHECKING:
+    from scada.alarms import AlarmManager
+    from scada.audit import AuditLog
+    from scada.auth import Authenticator
+    from scada.commands import CommandService
+    from scada.historian import Historian
+    from scada.rtdb import Rtdb
+    from scada.soe import SoeJournal
+    from scada.tags import TagStore
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    config: StationConfig
+    rtdb: Rtdb
+    commands: CommandService
+    alarms: AlarmManager
+    soe: SoeJournal
+    historian: Historian
+    tags: TagStore
+    audit: AuditLog
+    auth: Authenticator
