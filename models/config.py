@@ -255,9 +255,9 @@ def _priority(r: _Reader, key: str, default: Priority) -> Priority:
         raise r.fail(key, f"unknown priority {raw!r} (expected critical, high, medium or low)") from None
 
 
-def _address(r: _Reader, key: str, value: str) -> str:
+def _address(r: _Reader, key: str, value: str, *, allow_port_zero: bool = False) -> str:
     m = re.fullmatch(r"([A-Za-z0-9_.\-]+):(\d{1,5})", value)
-    if not m or not 0 < int(m.group(2)) < 65536:
+    if not m or not (0 if allow_port_zero else 1) <= int(m.group(2)) < 65536:
         raise r.fail(key, f"{value!r} is not host:port")
     return value
 
@@ -292,7 +292,8 @@ def parse_station_config(text: str, source: str = "<config>") -> StationConfig:
 
     sv = table("server")
     server = ServerConfig(
-        grpc_address=_address(sv, "grpc_address", sv.get("grpc_address", str, "127.0.0.1:50051")),
+        grpc_address=_address(sv, "grpc_address", sv.get("grpc_address", str, "127.0.0.1:50051"),
+                              allow_port_zero=True),
         data_dir=sv.get("data_dir", str, "var/dscada"),
         grpc_workers=sv.get("grpc_workers", int, 32),
     )
