@@ -254,9 +254,9 @@ class CommandService:
             elapsed_ms = (time.monotonic() - t0) * 1000.0
             outcome = CommandOutcome(rid, p.id, p.name, action, float(value), result.status, result.detail, fb,
                                      elapsed_ms)
-            self._audit_record(operator, p, action, value, "answered", result.status.value, result.detail,
-                               request_id=rid, field_status=result.status.value, feedback=fb.value,
-                               elapsed_ms=elapsed_ms)
+            detail = result.detail if fb is FeedbackStatus.NOT_APPLICABLE else f"{result.detail} [feedback {fb}]"
+            self._audit_record(operator, p, action, value, "answered", result.status.value, detail.strip(),
+                               request_id=rid, field_status=result.status.value, elapsed_ms=elapsed_ms)
             return outcome
         finally:
             with self._lock:

@@ -44,7 +44,8 @@ class ControlCenter:
         self.grpc_address = grpc_address or config.server.grpc_address
         self._start_adapters = start_adapters
         self.soe = SoeJournal(self.data_dir / "soe.sqlite", config.points)
-        self.rtdb = Rtdb(config, soe=self.soe, start_seq=max(self.soe.last_seq(), 0))
+        # Sequence numbers stay increasing across restarts without storing a counter: start from the wall clock in us.
+        self.rtdb = Rtdb(config, soe=self.soe, start_seq=max(self.soe.last_seq(), time.time_ns() // 1000))
         self.alarms = AlarmManager(config, self.data_dir / "alarms.sqlite")
         self.historian = Historian(
             self.data_dir / "historian.sqlite",
