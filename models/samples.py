@@ -1,5 +1,9 @@
 """Embedded sample data shipped with the package."""
 
+from __future__ import annotations
+
+import re
+import socket
 from importlib.resources import files
 from pathlib import Path
 
@@ -12,3 +16,17 @@ def sample_station_path() -> Path:
 
 def load_sample_station() -> StationConfig:
     return load_station_config(sample_station_path())
+
+
+def free_tcp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def relocate_station_text(text: str, data_dir: str | Path) -> str:
+    """The same station on free loopback ports with its stores under ``data_dir`` (demo and test runs side by side
+    with a production server on the default ports)."""
+    for port in sorted(set(re.findall(r"127\.0\.0\.1:(\d+)", text))):
+        text = text.replace(f"127.0.0.1:{port}", f"127.0.0.1:{free_tcp_port()}")
+    return re.sub(r'(?m)^data_dir = ".*"$', f'data_dir = "{Path(data_dir).as_posix()}"', text)

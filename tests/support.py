@@ -2,29 +2,20 @@
 
 from __future__ import annotations
 
-import re
-import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from models.config import StationConfig, load_station_config
-from models.samples import sample_station_path
+from models.samples import free_tcp_port, relocate_station_text, sample_station_path
 
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+free_port = free_tcp_port
 
 
 def sample_config_on_free_ports(tmp_path: Path, *, extra: str = "", replace: dict[str, str] | None = None
                                 ) -> tuple[StationConfig, Path]:
     """The embedded sample station with every port moved to a free one, written to tmp_path."""
-    text = sample_station_path().read_text(encoding="utf-8")
-    for old in sorted(set(re.findall(r"127\.0\.0\.1:(\d+)", text))):
-        text = text.replace(f"127.0.0.1:{old}", f"127.0.0.1:{free_port()}")
-    text = text.replace('data_dir = "var/dscada"', f'data_dir = "{tmp_path / "data"}"')
+    text = relocate_station_text(sample_station_path().read_text(encoding="utf-8"), tmp_path / "data")
     for old, new in (replace or {}).items():
         assert old in text, old
         text = text.replace(old, new)
