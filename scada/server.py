@@ -58,7 +58,7 @@ class ControlCenter:
         self.auth = Authenticator(config)
         self.commands = CommandService(self.rtdb, self, tags=self.tags, audit=self.audit)
         self.supervisors = {s.name: AdapterSupervisor(s, config, self) for s in adapter_specs(config)}
-        self._adapter_of = {rtu: s.name for s in self.supervisors.values() for rtu in s.spec.rtus}
+        self._adapter_of = {rtu: s.spec.name for s in self.supervisors.values() for rtu in s.spec.rtus}
         self.services = Services(config, self.rtdb, self.commands, self.alarms, self.soe, self.historian,
                                  self.tags, self.audit, self.auth)
         self.grpc_server: Any = None

@@ -1,0 +1,231 @@
+"""Conversions between the server's types (numpy change rows, frozen dataclasses, enums) and the protobuf messages.
+
+Enums cross by name (``ControlStatus.TIMEOUT`` <-> ``CONTROL_STATUS_TIMEOUT``) or, where the proto mirrors the
+Python numbers (Cause, Priority), by value. Optional times and names become -1 and "" on the wire, as the proto says.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from enum import Enum
+from functools import cache, lru_cache
+from typing import Any, TypeVar
+
+import numpy as np
+
+from models.commands import ControlStatus
+from models.points import ControlMode, PointDef, PointKind, Priority, Quality
+from scada.api.protos import scada_pb2 as pb
+from scada.changes import CHANGE_DTYPE
+
+E = TypeVar("E", bound=Enum)
+
+#: Values per snapshot message of a point stream: keeps one message well under gRPC's 4 MB default limit.
+SNAPSHOT_CHUNK = 2000
+
+_CONTROL_MODE: dict[ControlMode, int] = {
+    ControlMode.SELECT_BEFORE_OPERATE: pb.CONTROL_MODE_SBO,
+    ControlMode.DIRECT: pb.CONTROL_MODE_DIRECT,
+}
+
+
+def enum_to_pb(value: Enum, prefix: str) -> int:
+    """``ControlStatus.TIMEOUT`` with prefix ``CONTROL_STATUS`` -> the number of ``CONTROL_STATUS_TIMEOUT``."""
+    return pb.DESCRIPTOR.enum_types_by_name[_enum_type(prefix)].values_by_name[f"{prefix}_{value.name}"].number
+
+
+def enum_from_pb(number: int, prefix: str, enum: type[E]) -> E:
+    """Inverse of :func:`enum_to_pb`; raises ValueError naming the enum for UNSPECIFIED or unknown numbers."""
+    desc = pb.DESCRIPTOR.enum_types_by_name[_enum_type(prefix)].values_by_number.get(number)
+    name = desc.name.removeprefix(f"{prefix}_") if desc is not None else ""
+    try:
+        return enum[name]
+    except KeyError:
+        raise ValueError(f"{enum.__name__}: no member for protobuf value {number} ({prefix})") from None
+
+
+@cache
+def _enum_type(prefix: str) -> str:
+    """Proto enum type name from its value prefix: CONTROL_STATUS -> ControlStatus."""
+    return "".join(part.capitalize() for part in prefix.split("_"))
+
+
+@lru_cache(maxsize=4096)
+def quality_names(quality: int) -> tuple[str, ...]:
+    """Names of the set quality bits; cached because a station has only a handful of distinct masks."""
+    return tuple(Quality(quality).names())
+
+
+# ------------------------------------------------------------------------------------------------ points
+
+
+def point_definition(p: PointDef) -> pb.PointDefinition:
+    ctrl = p.control
+    return pb.PointDefinition(
+        id=p.id,
+        name=p.name,
+        kind=enum_to_pb(p.kind, "POINT_KIND"),
+        units=p.units,
+        element=p.element,
+        rtu=p.source.rtu,
+        controllable=ctrl is not None,
+        control_mode=_CONTROL_MODE[ctrl.mode] if ctrl is not None else pb.CONTROL_MODE_UNSPECIFIED,
+        control_type=ctrl.type.value if ctrl is not None else "",
+        description=p.description,
+    )
+
+
+def point_kind(definition: pb.PointDefinition) -> PointKind:
+    return enum_from_pb(definition.kind, "POINT_KIND", PointKind)
+
+
+def point_values(rows: np.ndarray, names: Sequence[str]) -> list[pb.PointValue]:
+    """CHANGE_DTYPE rows -> PointValue messages; ``names`` is indexed by point id."""
+    cols = (rows["point"].tolist(), rows["value"].tolist(), rows["quality"].tolist(), rows["source_time_ms"].tolist(),
+            rows["recv_time_ms"].tolist(), rows["seq"].tolist(), rows["cause"].tolist())
+    return [
+        pb.PointValue(point=p, name=names[p], value=v, quality=q, quality_names=quality_names(q), source_time_ms=st,
+                      recv_time_ms=rt, seq=s, cause=c)
+        for p, v, q, st, rt, s, c in zip(*cols, strict=True)
+    ]
+
+
+def point_value_rows(values: Iterable[pb.PointValue]) -> np.ndarray:
+    """PointValue messages -> CHANGE_DTYPE rows (``prev_value`` NaN), for bulk work on the client side."""
+    vals = list(values)
+    rows = np.zeros(len(vals), dtype=CHANGE_DTYPE)
+    if vals:
+        rows["point"] = [v.point for v in vals]
+        rows["value"] = [v.value for v in vals]
+        rows["quality"] = [v.quality for v in vals]
+        rows["source_time_ms"] = [v.source_time_ms for v in vals]
+        rows["recv_time_ms"] = [v.recv_time_ms for v in vals]
+        rows["seq"] = [v.seq for v in vals]
+        rows["cause"] = [v.cause for v in vals]
+    rows["prev_value"] = np.nan
+    return rows
+
+
+def snapshot_updates(rows: np.ndarray, names: Sequence[str], chunk: int = SNAPSHOT_CHUNK) -> list[pb.PointUpdate]:
+    """The opening messages of a point stream; always at least one, the last with ``end_of_snapshot``."""
+    out = [pb.PointUpdate(snapshot=True, values=point_values(rows[i:i + chunk], names))
+           for i in range(0, len(rows), chunk)] or [pb.PointUpdate(snapshot=True)]
+    out[-1].end_of_snapshot = True
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ commands
+
+
+def control_result(outcome: Any) -> pb.ControlResult:
+    """scada.commands.CommandOutcome -> ControlResult."""
+    return pb.ControlResult(
+        request_id=outcome.request_id,
+        point=outcome.point,
+        point_name=outcome.point_name,
+        action=str(outcome.action.value),
+        value=outcome.value,
+        status=enum_to_pb(outcome.status, "CONTROL_STATUS"),
+        field_detail=outcome.field_detail,
+        feedback=enum_to_pb(outcome.feedback, "FEEDBACK_STATUS"),
+        elapsed_ms=outcome.elapsed_ms,
+    )
+
+
+def control_status(result: pb.ControlResult) -> ControlStatus:
+    return enum_from_pb(result.status, "CONTROL_STATUS", ControlStatus)
+
+
+def tag(t: Any) -> pb.Tag:
+    """scada.tags.Tag -> Tag."""
+    kind = getattr(t.kind, "value", t.kind)
+    return pb.Tag(id=t.id, target=t.target, kind=str(kind), operator=t.operator, reason=t.reason,
+                  placed_ms=t.placed_ms)
+
+
+# ------------------------------------------------------------------------------------------------ alarms
+
+
+def _opt_ms(v: int | None) -> int:
+    return -1 if v is None else int(v)
+
+
+def alarm(a: Any, now_ms: int) -> pb.Alarm:
+    """scada.alarm_rules.Alarm -> Alarm; ``shelved`` is evaluated at ``now_ms``."""
+    return pb.Alarm(
+        id=a.id,
+        key=a.key,
+        point=a.point,
+        point_name=a.point_name,
+        kind=str(a.kind.value),
+        condition=a.condition,
+        priority=int(a.priority),
+        text=a.text,
+        value=a.value,
+        state=enum_to_pb(a.state, "ALARM_STATE"),
+        raised_ms=a.raised_ms,
+        updated_ms=a.updated_ms,
+        cleared_ms=_opt_ms(a.cleared_ms),
+        acked_by=a.acked_by or "",
+        acked_ms=_opt_ms(a.acked_ms),
+        shelved_until_ms=_opt_ms(a.shelved_until_ms),
+        shelved_by=a.shelved_by or "",
+        shelve_reason=a.shelve_reason or "",
+        occurrences=a.occurrences,
+        shelved=a.shelved_until_ms is not None and a.shelved_until_ms > now_ms,
+    )
+
+
+def alarm_event(ev: Any, now_ms: int) -> pb.AlarmEvent:
+    """scada.alarm_rules.AlarmEvent -> AlarmEvent."""
+    return pb.AlarmEvent(kind=enum_to_pb(ev.kind, "ALARM_EVENT_KIND"), alarm=alarm(ev.alarm, now_ms),
+                         time_ms=ev.time_ms)
+
+
+def priority_from_pb(number: int) -> Priority | None:
+    """None for UNSPECIFIED (no filter)."""
+    if number == pb.PRIORITY_UNSPECIFIED:
+        return None
+    try:
+        return Priority(number)
+    except ValueError:
+        raise ValueError(f"priority {number} is not one of 1 (critical) .. 4 (low)") from None
+
+
+# ------------------------------------------------------------------------------------------------ history
+
+
+def soe_entry(e: Any) -> pb.SoeEntry:
+    """scada.soe.SoeEntry -> SoeEntry."""
+    q = int(e.quality)
+    return pb.SoeEntry(seq=e.seq, point=e.point, point_name=e.point_name, value=e.value, prev_value=e.prev_value,
+                       quality=q, quality_names=quality_names(q), source_time_ms=e.source_time_ms,
+                       recv_time_ms=e.recv_time_ms, cause=int(e.cause))
+
+
+
+def history(result: Any, units: str) -> pb.QueryHistoryResponse:
+    """scada.historian.HistoryResult -> QueryHistoryResponse (samples or buckets, never both)."""
+    out = pb.QueryHistoryResponse(point=result.point, point_name=result.point_name, units=units,
+                                  bucket_s=result.bucket_ms / 1000.0)
+    s = result.samples
+    out.samples.extend(
+        pb.HistorySample(time_ms=t, value=v, quality=q)
+        for t, v, q in zip(s["time_ms"].tolist(), s["value"].tolist(), s["quality"].tolist(), strict=True)
+    )
+    b = result.buckets
+    cols = (b["start_ms"].tolist(), b["min"].tolist(), b["max"].tolist(), b["mean"].tolist(), b["last"].tolist(),
+            b["quality"].tolist(), b["count"].tolist())
+    out.buckets.extend(
+        pb.HistoryBucket(start_ms=t, min=lo, max=hi, mean=mean, last=last, quality=q, count=n)
+        for t, lo, hi, mean, last, q, n in zip(*cols, strict=True)
+    )
+    return out
+
+
+def audit_entry(e: Any) -> pb.AuditEntry:
+    """scada.audit.AuditEntry -> AuditEntry."""
+    return pb.AuditEntry(id=e.id, time_ms=e.time_ms, operator=e.operator, role=e.role, point=e.point,
+                         point_name=e.point_name, action=e.action, value=e.value, outcome=str(e.outcome.value),
+                         reason=e.reason, field_status=e.field_status, field_detail=e.field_detail,
+                         elapsed_ms=e.elapsed_ms, request_id=e.request_id)

@@ -1,0 +1,402 @@
+"""gRPC servicers of the operator API and the server builder.
+
+Every RPC resolves the bearer token to an operator and checks the role's permission before touching a service;
+health checking (``grpc.health.v1``) and reflection are open so that load balancers and ``grpcurl`` work without a
+token. Streams hold one RTDB or alarm subscription each, closed in ``finally`` and by a gRPC done-callback, so a
+client cancel or a server stop never leaves a subscription behind.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, NoReturn
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from models.config import OperatorConfig
+from scada.alarm_rules import AlarmError
+from scada.api import convert
+from scada.api.protos import scada_pb2 as pb
+from scada.api.protos import scada_pb2_grpc as pb_grpc
+from scada.auth import Permission, allowed
+from scada.commands import RefusalReason
+from scada.errors import CommandRefused, ScadaError, UnknownPointError
+from scada.historian import HistorianError
+from scada.services import Services
+from scada.tags import TagError
+
+log = logging.getLogger(__name__)
+
+#: Services registered on the server, as reflection and health checking name them.
+SERVICE_NAMES: tuple[str, ...] = tuple(
+    pb.DESCRIPTOR.services_by_name[s].full_name
+    for s in ("PointService", "ControlService", "AlarmService", "HistoryService")
+)
+
+#: How long a stream waits for a change before checking that its client is still there.
+_STREAM_POLL_S = 0.5
+_DEFAULT_MAX_PENDING = 256
+_DEFAULT_SOE_LIMIT = 1000
+_DEFAULT_ALARM_LIMIT = 10_000
+_DEFAULT_AUDIT_LIMIT = 1000
+_DEFAULT_HISTORY_WINDOW_MS = 3_600_000
+#: Trailing metadata key carrying the CommandRefused reason (e.g. "tagged") for programs that act on it.
+REFUSAL_METADATA_KEY = "dscada-refusal-reason"
+
+_REFUSAL_CODES: dict[str, grpc.StatusCode] = {
+    RefusalReason.UNKNOWN_POINT: grpc.StatusCode.NOT_FOUND,
+    RefusalReason.NOT_CONTROLLABLE: grpc.StatusCode.FAILED_PRECONDITION,
+    RefusalReason.INVALID_VALUE: grpc.StatusCode.INVALID_ARGUMENT,
+    RefusalReason.NOT_AUTHORISED: grpc.StatusCode.PERMISSION_DENIED,
+    RefusalReason.TAGGED: grpc.StatusCode.FAILED_PRECONDITION,
+    RefusalReason.INTERLOCKED: grpc.StatusCode.FAILED_PRECONDITION,
+    RefusalReason.NOT_SELECTED: grpc.StatusCode.FAILED_PRECONDITION,
+    RefusalReason.SELECTED_BY_OTHER: grpc.StatusCode.FAILED_PRECONDITION,
+    # not UNAVAILABLE: a client library with a retry policy must never repeat a control on its own
+    RefusalReason.LINK_DOWN: grpc.StatusCode.FAILED_PRECONDITION,
+    RefusalReason.BUSY: grpc.StatusCode.UNAVAILABLE,
+}
+
+
+class ApiError(ScadaError):
+    """The gRPC server cannot be built as asked (e.g. the address cannot be bound)."""
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:
+    context.abort(code, message)
+    raise AssertionError("unreachable: context.abort raises")  # pragma: no cover
+
+
+def _map_errors(context: grpc.ServicerContext, exc: Exception) -> NoReturn:
+    """Turn a service exception into the matching gRPC status; the message is the service's own sentence."""
+    if isinstance(exc, CommandRefused):
+        reason = str(exc.reason)
+        context.set_trailing_metadata(((REFUSAL_METADATA_KEY, reason),))
+        _abort(context, _REFUSAL_CODES.get(reason, grpc.StatusCode.FAILED_PRECONDITION), f"{reason}: {exc}")
+    if isinstance(exc, UnknownPointError):
+        _abort(context, grpc.StatusCode.NOT_FOUND, str(exc))
+    if isinstance(exc, HistorianError | ValueError):
+        _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+    if isinstance(exc, AlarmError | TagError):
+        _abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+    log.error("gRPC call failed: %s: %s", type(exc).__name__, exc)
+    _abort(context, grpc.StatusCode.INTERNAL, f"server error: {type(exc).__name__}: {exc}")
+
+
+def _handled(permission: Permission, action: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Unary RPC wrapper: authenticate, authorise, call with the operator, map service errors to statuses."""
+
+    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def rpc(self: _Base, request: Any, context: grpc.ServicerContext) -> Any:
+            operator = self._authorise(context, permission, action)
+            try:
+                return fn(self, request, context, operator)
+            except (ScadaError, ValueError) as exc:
+                _map_errors(context, exc)
+
+        return rpc
+
+    return wrap
+
+
+def _streamed(permission: Permission, action: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Server-streaming variant of :func:`_handled` (the wrapped function is a generator)."""
+
+    def wrap(fn: Callable[..., Iterator[Any]]) -> Callable[..., Iterator[Any]]:
+        @functools.wraps(fn)
+        def rpc(self: _Base, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            operator = self._authorise(context, permission, action)
+            try:
+                yield from fn(self, request, context, operator)
+            except (ScadaError, ValueError) as exc:
+                _map_errors(context, exc)
+
+        return rpc
+
+    return wrap
+
+
+class _Base:
+    def __init__(self, services: Services) -> None:
+        self.s = services
+        self._names = [p.name for p in services.config.points]
+
+    def _authorise(self, context: grpc.ServicerContext, permission: Permission, action: str) -> OperatorConfig:
+        token = ""
+        for key, value in context.invocation_metadata():
+            if key == "authorization":
+                scheme, _, token = str(value).partition(" ")
+                if scheme.lower() != "bearer":
+                    _abort(context, grpc.StatusCode.UNAUTHENTICATED,
+                           f"{action}: authorization metadata must be 'Bearer <token>'")
+                token = token.strip()
+        if not token:
+            _abort(context, grpc.StatusCode.UNAUTHENTICATED,
+                   f"{action}: no token; send metadata 'authorization: Bearer <token>'")
+        operator = self.s.auth.operator_for_token(token)
+        if operator is None:
+            _abort(context, grpc.StatusCode.UNAUTHENTICATED, f"{action}: unknown token")
+        if not allowed(operator.role, permission):
+            _abort(context, grpc.StatusCode.PERMISSION_DENIED,
+                   f"operator {operator.name} (role {operator.role.value}) may not {action}: "
+                   f"the role lacks the {permission.value} permission")
+        return operator
+
+    def _point(self, ref: pb.PointRef, context: grpc.ServicerContext) -> int:
+        which = ref.WhichOneof("ref")
+        if which == "name":
+            return self.s.rtdb.point_id(ref.name)
+        if which == "id":
+            return self.s.rtdb.check_id(ref.id)
+        _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "a point (id or name) is required")
+
+    def _points(self, sel: pb.PointSelector) -> list[int] | None:
+        """Point ids of a selector in request order without repeats; None for an empty selector (all points)."""
+        if not sel.ids and not sel.names:
+            return None
+        ids = [self.s.rtdb.check_id(i) for i in sel.ids] + [self.s.rtdb.point_id(n) for n in sel.names]
+        return list(dict.fromkeys(ids))
+
+
+# ------------------------------------------------------------------------------------------------ points
+
+
+class PointServicer(_Base, pb_grpc.PointServiceServicer):
+    _stream_ids = itertools.count(1)
+
+    @_handled(Permission.READ, "list points")
+    def ListPoints(self, request: pb.ListPointsRequest, context: grpc.ServicerContext,
+                   operator: OperatorConfig) -> pb.ListPointsResponse:
+        needle = request.name_contains.lower()
+        return pb.ListPointsResponse(points=[convert.point_definition(p) for p in self.s.config.points
+                                             if needle in p.name.lower()])
+
+    @_handled(Permission.READ, "read points")
+    def ReadPoints(self, request: pb.ReadPointsRequest, context: grpc.ServicerContext,
+                   operator: OperatorConfig) -> pb.ReadPointsResponse:
+        rows = self.s.rtdb.snapshot(self._points(request.points))
+        return pb.ReadPointsResponse(values=convert.point_values(rows, self._names))
+
+    @_streamed(Permission.READ, "subscribe to points")
+    def SubscribePoints(self, request: pb.SubscribePointsRequest, context: grpc.ServicerContext,
+                        operator: OperatorConfig) -> Iterator[pb.PointUpdate]:
+        points = self._points(request.points)
+        name = f"grpc:{operator.name}:{next(self._stream_ids)}"
+        snap, sub = self.s.rtdb.subscribe_with_snapshot(
+            name, points=points, max_pending=request.max_pending or _DEFAULT_MAX_PENDING)
+        # closing the subscription wakes the loop at once when the client cancels or the server stops
+        context.add_callback(sub.close)
+        try:
+            yield from convert.snapshot_updates(snap, self._names)
+            while context.is_active():
+                cs = sub.get(timeout_s=_STREAM_POLL_S)
+                if cs is None:
+                    if sub.closed:
+                        break
+                    continue
+                yield pb.PointUpdate(values=convert.point_values(cs.rows, self._names), dropped=sub.drops)
+        finally:
+            self.s.rtdb.unsubscribe(sub)
+
+
+# ------------------------------------------------------------------------------------------------ controls
+
+
+class ControlServicer(_Base, pb_grpc.ControlServiceServicer):
+    @_handled(Permission.CONTROL, "select")
+    def Select(self, request: pb.SelectRequest, context: grpc.ServicerContext,
+               operator: OperatorConfig) -> pb.ControlResult:
+        point = self._point(request.point, context)
+        return convert.control_result(self.s.commands.select(point, request.value, operator))
+
+    @_handled(Permission.CONTROL, "operate")
+    def Operate(self, request: pb.OperateRequest, context: grpc.ServicerContext,
+                operator: OperatorConfig) -> pb.ControlResult:
+        point = self._point(request.point, context)
+        return convert.control_result(self.s.commands.operate(point, request.value, operator))
+
+    @_handled(Permission.CONTROL, "cancel")
+    def Cancel(self, request: pb.CancelRequest, context: grpc.ServicerContext,
+               operator: OperatorConfig) -> pb.ControlResult:
+        point = self._point(request.point, context)
+        return convert.control_result(self.s.commands.cancel(point, operator))
+
+    @_handled(Permission.TAG, "place a tag")
+    def PlaceTag(self, request: pb.PlaceTagRequest, context: grpc.ServicerContext,
+                 operator: OperatorConfig) -> pb.Tag:
+        target = request.target.strip()
+        known = {p.name for p in self.s.config.points} | {p.element for p in self.s.config.points if p.element}
+        if target and target not in known:
+            _abort(context, grpc.StatusCode.NOT_FOUND,
+                   f"cannot tag {target!r}: no point or network element of that name")
+        try:
+            return convert.tag(self.s.tags.place(target, request.kind, operator.name, request.reason))
+        except TagError as exc:  # empty target, unknown kind, missing reason: all the request's fault
+            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+
+    @_handled(Permission.TAG, "remove a tag")
+    def RemoveTag(self, request: pb.RemoveTagRequest, context: grpc.ServicerContext,
+                  operator: OperatorConfig) -> pb.RemoveTagResponse:
+        if self.s.tags.get(request.tag_id) is None:
+            _abort(context, grpc.StatusCode.NOT_FOUND, f"cannot remove tag {request.tag_id}: no such tag")
+        removed = self.s.tags.remove(request.tag_id, operator.name, request.reason)
+        return pb.RemoveTagResponse(tag=convert.tag(removed))
+
+    @_handled(Permission.READ, "list tags")
+    def ListTags(self, request: pb.ListTagsRequest, context: grpc.ServicerContext,
+                 operator: OperatorConfig) -> pb.ListTagsResponse:
+        tags = self.s.tags.active(request.target or None)
+        return pb.ListTagsResponse(tags=[convert.tag(t) for t in tags])
+
+
+# ------------------------------------------------------------------------------------------------ alarms
+
+
+class AlarmServicer(_Base, pb_grpc.AlarmServiceServicer):
+    @_handled(Permission.READ, "list alarms")
+    def ListAlarms(self, request: pb.ListAlarmsRequest, context: grpc.ServicerContext,
+                   operator: OperatorConfig) -> pb.ListAlarmsResponse:
+        alarms = self.s.alarms.list(include_shelved=request.include_shelved, include_closed=request.include_closed,
+                                    min_priority=convert.priority_from_pb(request.min_priority),
+                                    limit=request.limit or _DEFAULT_ALARM_LIMIT)
+        now = _now_ms()
+        return pb.ListAlarmsResponse(alarms=[convert.alarm(a, now) for a in alarms])
+
+    @_streamed(Permission.READ, "stream alarms")
+    def StreamAlarms(self, request: pb.StreamAlarmsRequest, context: grpc.ServicerContext,
+                     operator: OperatorConfig) -> Iterator[pb.AlarmEvent]:
+        # subscribe before listing: an event racing the listing arrives after it (alarm events carry the full
+        # record, so a repeat is harmless), never lost in between
+        sub = self.s.alarms.subscribe(max_pending=_DEFAULT_ALARM_LIMIT)
+        context.add_callback(sub.close)
+        try:
+            now = _now_ms()
+            for a in self.s.alarms.list(include_shelved=request.include_shelved):
+                yield pb.AlarmEvent(kind=pb.ALARM_EVENT_KIND_CURRENT, alarm=convert.alarm(a, now), time_ms=now)
+            yield pb.AlarmEvent(kind=pb.ALARM_EVENT_KIND_SNAPSHOT_DONE, time_ms=now)
+            while context.is_active():
+                ev = sub.get(timeout_s=_STREAM_POLL_S)
+                if ev is None:
+                    if sub.closed:
+                        break
+                    continue
+                yield convert.alarm_event(ev, _now_ms())
+        finally:
+            sub.close()
+
+    @_handled(Permission.ACKNOWLEDGE, "acknowledge alarms")
+    def Acknowledge(self, request: pb.AcknowledgeRequest, context: grpc.ServicerContext,
+                    operator: OperatorConfig) -> pb.AcknowledgeResponse:
+        if request.all == bool(request.ids):
+            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "acknowledge: give alarm ids or all, not both or none")
+        ids = None if request.all else list(request.ids)
+        for aid in ids or ():
+            self._existing(aid, context)
+        done = self.s.alarms.acknowledge(ids, operator.name)
+        now = _now_ms()
+        return pb.AcknowledgeResponse(alarms=[convert.alarm(a, now) for a in done])
+
+    @_handled(Permission.ACKNOWLEDGE, "shelve alarms")
+    def Shelve(self, request: pb.ShelveRequest, context: grpc.ServicerContext,
+               operator: OperatorConfig) -> pb.Alarm:
+        if not (request.duration_s > 0 and math.isfinite(request.duration_s)):
+            _abort(context, grpc.StatusCode.INVALID_ARGUMENT,
+                   f"alarm {request.id}: cannot shelve for {request.duration_s:g} s, the duration must be > 0")
+        if not request.reason.strip():
+            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"alarm {request.id}: shelving needs a reason")
+        self._existing(request.id, context)
+        a = self.s.alarms.shelve(request.id, operator.name, request.duration_s, request.reason.strip())
+        return convert.alarm(a, _now_ms())
+
+    @_handled(Permission.ACKNOWLEDGE, "unshelve alarms")
+    def Unshelve(self, request: pb.UnshelveRequest, context: grpc.ServicerContext,
+                 operator: OperatorConfig) -> pb.Alarm:
+        self._existing(request.id, context)
+        return convert.alarm(self.s.alarms.unshelve(request.id, operator.name), _now_ms())
+
+    def _existing(self, alarm_id: int, context: grpc.ServicerContext) -> None:
+        try:
+            self.s.alarms.get(alarm_id)
+        except AlarmError as exc:  # the manager's only refusal of get() is an unknown id
+            _abort(context, grpc.StatusCode.NOT_FOUND, str(exc))
+
+
+# ------------------------------------------------------------------------------------------------ history
+
+
+class HistoryServicer(_Base, pb_grpc.HistoryServiceServicer):
+    @_handled(Permission.READ, "query the SOE journal")
+    def QuerySoe(self, request: pb.QuerySoeRequest, context: grpc.ServicerContext,
+                 operator: OperatorConfig) -> pb.QuerySoeResponse:
+        entries = self.s.soe.query(start_ms=request.start_ms or None, end_ms=request.end_ms or None,
+                                   points=self._points(request.points), limit=request.limit or _DEFAULT_SOE_LIMIT,
+                                   newest_first=not request.oldest_first)
+        return pb.QuerySoeResponse(entries=[convert.soe_entry(e) for e in entries])
+
+    @_handled(Permission.READ, "query history")
+    def QueryHistory(self, request: pb.QueryHistoryRequest, context: grpc.ServicerContext,
+                     operator: OperatorConfig) -> pb.QueryHistoryResponse:
+        point = self._point(request.point, context)
+        end_ms = request.end_ms or _now_ms() + 1  # +1: the window is half-open, include a sample stored now
+        start_ms = request.start_ms or end_ms - _DEFAULT_HISTORY_WINDOW_MS
+        result = self.s.historian.query(point, start_ms, end_ms, bucket_s=request.bucket_s or None,
+                                        max_points=request.max_points or None)
+        return convert.history(result, self.s.config.points[point].units)
+
+    @_handled(Permission.READ, "query the audit log")
+    def QueryAudit(self, request: pb.QueryAuditRequest, context: grpc.ServicerContext,
+                   operator: OperatorConfig) -> pb.QueryAuditResponse:
+        point = self._point(request.point, context) if request.HasField("point") else None
+        entries = self.s.audit.query(start_ms=request.start_ms or None, end_ms=request.end_ms or None, point=point,
+                                     operator=request.operator or None, limit=request.limit or _DEFAULT_AUDIT_LIMIT)
+        return pb.QueryAuditResponse(entries=[convert.audit_entry(e) for e in entries])
+
+
+# ------------------------------------------------------------------------------------------------ server
+
+
+def build_grpc_server(services: Services, address: str) -> tuple[grpc.Server, int]:
+    """A server with every service, health checking and reflection, bound to ``address`` (port may be 0).
+
+    Returns the server (not started) and the bound port. Each open stream holds one worker thread; calls beyond
+    ``server.grpc_workers`` concurrent ones are refused with RESOURCE_EXHAUSTED instead of queuing unseen.
+    """
+    workers = max(4, services.config.server.grpc_workers)
+    server = grpc.server(
+        ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"),
+        maximum_concurrent_rpcs=workers,
+        # no SO_REUSEPORT: a second server on a busy port must fail, not silently share it
+        options=[("grpc.so_reuseport", 0)],
+    )
+    pb_grpc.add_PointServiceServicer_to_server(PointServicer(services), server)
+    pb_grpc.add_ControlServiceServicer_to_server(ControlServicer(services), server)
+    pb_grpc.add_AlarmServiceServicer_to_server(AlarmServicer(services), server)
+    pb_grpc.add_HistoryServiceServicer_to_server(HistoryServicer(services), server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for name in ("", *SERVICE_NAMES):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    reflection.enable_server_reflection(
+        (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+        server,
+    )
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError as exc:
+        raise ApiError(f"gRPC server: cannot bind {address}: {exc}") from None
+    if port == 0:
+        raise ApiError(f"gRPC server: cannot bind {address}")
+    return server, port
