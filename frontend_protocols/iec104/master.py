@@ -48,7 +48,7 @@ from models.commands import (
     InterrogationRequest,
 )
 from models.config import Protocol, RtuConfig, StationConfig
-from models.points import ControlMode, ControlType, DoubleState, PointDef
+from models.points import ControlMode, ControlType, DoubleState, PointDef, PointKind
 from models.updates import UPDATE_DTYPE, Cause, InterrogationDone, LinkEvent, UpdateBatch
 
 log = logging.getLogger(__name__)
@@ -92,6 +92,7 @@ class _Rtu:
     next_gi: float = math.inf
     gi_running: bool = False
     ci_running: bool = False
+    has_counters: bool = False  # integrated totals are not part of a GI: a counter interrogation follows it
     selected: dict[int, float] = field(default_factory=dict)  # control IOA -> selection expiry (monotonic)
 
     @property
@@ -199,7 +200,9 @@ class Iec104Master:
                         raise Iec104AdapterError(f"RTU {cfg.name!r}: cannot add command IOA {p.control.address}")
                     link.commands[p.control.address] = cmd
             links.append(link)
-        return _Rtu(cfg=cfg, links=links, controls=controls, backoff_s=cfg.reconnect_backoff_s)
+        has_counters = any(p.kind is PointKind.COUNTER for p in points)
+        return _Rtu(cfg=cfg, links=links, controls=controls, backoff_s=cfg.reconnect_backoff_s,
+                    has_counters=has_counters)
 
     def _add_monitor_point(self, cfg: RtuConfig, station: c104.Station, p: PointDef) -> None:
         try:
@@ -492,6 +495,8 @@ class Iec104Master:
                     rtu.backoff_s = rtu.cfg.reconnect_backoff_s  # a full GI proves the link healthy
                     self._count("gi_done")
                     self._event(InterrogationDone(self._adapter, rtu.cfg.name, epoch_ms_now()))
+                    if rtu.has_counters:
+                        self._start_interrogation(rtu, counters=True)
                 else:
                     self._count("gi_failed")
             elif done.what == "ci":

@@ -1,0 +1,83 @@
+"""``dscada rtu-sim``: serve simulated IEC 104 RTUs until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+
+from models.errors import ModelError
+from rtu_sim.errors import SimulatorError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dscada rtu-sim", description="Simulated IEC 60870-5-104 RTUs driven by load "
+                                "curves, built from the station configuration.")
+    p.add_argument("--config", help="station configuration TOML (default: the embedded sample)")
+    p.add_argument("--rtu", action="append", metavar="NAME", help="simulate only this RTU (repeatable; default all)")
+    p.add_argument("--control-port", type=int, metavar="N",
+                   help="serve scripted events as JSON lines on 127.0.0.1:N (0: a free port; default: none)")
+    p.add_argument("--control-host", default="127.0.0.1", help="address of the control socket (default 127.0.0.1)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--tick", type=float, default=0.1, metavar="S", help="load-curve tick in seconds (default 0.1)")
+    p.add_argument("--load", type=float, default=0.0, metavar="CHANGES_PER_S",
+                   help="also run the change-load generator at this total rate")
+    p.add_argument("--status-share", type=float, default=0.1, help="share of load changes that flip a status point")
+    p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    from models.config import load_station_config
+    from models.samples import sample_station_path
+    from rtu_sim.control_socket import ControlSocketServer
+    from rtu_sim.simulator import RtuSimulator
+
+    try:
+        config = load_station_config(args.config or sample_station_path())
+        sim = RtuSimulator(config, args.rtu, seed=args.seed, tick_s=args.tick)
+    except (ModelError, SimulatorError) as exc:
+        print(f"dscada rtu-sim: {exc}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+    previous = {}
+    if threading.current_thread() is threading.main_thread():  # signals can only be caught on the main thread
+        previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    control: ControlSocketServer | None = None
+    try:
+        try:
+            sim.start()
+            if args.control_port is not None:
+                control = ControlSocketServer(sim, args.control_host, args.control_port)
+            if args.load > 0:
+                sim.start_change_load(args.load, status_share=args.status_share)
+        except (SimulatorError, OSError) as exc:
+            print(f"dscada rtu-sim: cannot start: {exc}", file=sys.stderr)
+            return 1
+        print(f"dscada rtu-sim: '{config.name}' (seed {args.seed})", flush=True)
+        for name in sim.rtu_names:
+            o = sim.outstation(name)
+            print(f"  {name}: common address {o.rtu.common_address}, {len(o.point_names)} points, "
+                  f"{o.rtu.max_updates_per_s:g} updates/s max, on {', '.join(o.rtu.addresses)}", flush=True)
+        if control is not None:
+            print(f"  control socket: {control.host}:{control.port} (JSON lines)", flush=True)
+        if args.load > 0:
+            print(f"  change load: {args.load:g}/s, status share {args.status_share:g}", flush=True)
+        stop.wait()
+        print("dscada rtu-sim: stopping", flush=True)
+        return 0
+    finally:
+        if control is not None:
+            control.stop()
+        sim.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
