@@ -7,6 +7,7 @@ protocol stack and the gRPC API exactly as an operator's client would.
 from __future__ import annotations
 
 import contextlib
+import sys
 import tempfile
 import threading
 import time
@@ -28,7 +29,8 @@ from scada.client_cli import format_quality, format_time, format_value, quality_
 from scada.server import ControlCenter
 
 BREAKER = "SHN/F1/CB"
-console = Console(highlight=False)
+# A pipe or CI log gets a readable fixed width instead of rich's 80 columns.
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
 
 
 class DemoError(Exception):
@@ -241,7 +243,7 @@ def _run(folder: Path, pause: float, stack: contextlib.ExitStack) -> int:
           "the breaker alarm to return to normal")
     console.print(f"{BREAKER} is {format_value(pb.POINT_KIND_DOUBLE, operator.read([BREAKER])[0].value)}; "
                   "its acknowledged alarm closed on return to normal")
-    console.print(_alarm_table(operator.alarms(), "Alarms still open (protection relay flag awaits local reset)"))
+    console.print(_alarm_table(operator.alarms(), "Open alarms after the reclose"))
     audit = operator.audit(point=BREAKER, limit=20)
     summary.add("audit records for the breaker", str(len(audit)))
 
