@@ -133,6 +133,29 @@ class _Cli:
                       style=quality_style(v.quality_names))
         return t
 
+    def rtus(self, args: argparse.Namespace) -> int:
+        t = Table(title="RTUs", title_justify="left")
+        for col in ("Name", "Kind", "CA", "Link", "Active address", "Since", "Last GI", "Points", "Reason"):
+            t.add_column(col)
+        for r in self.c.rtus():
+            link = "UP" if r.link_up else "DOWN"
+            t.add_row(r.name, "FRTU" if r.frtu else "RTU", str(r.common_address), link, r.active_address or "-",
+                      format_time(r.since_ms), format_time(r.last_gi_ms), str(r.points), r.reason,
+                      style="" if r.link_up else "red")
+        self.out.print(t)
+        return 0
+
+    def gi(self, args: argparse.Namespace) -> int:
+        sent = self.c.interrogate(args.rtu or "", counters=args.counters)
+        what = "counter interrogation" if args.counters else "general interrogation"
+        self.out.print(f"{what} sent to: {', '.join(sent) or 'no RTU (adapters down)'}")
+        return 0 if sent else 1
+
+    def clock_sync(self, args: argparse.Namespace) -> int:
+        sent = self.c.sync_clock(args.rtu or "")
+        self.out.print(f"clock synchronisation sent to: {', '.join(sent) or 'no RTU (adapters down)'}")
+        return 0 if sent else 1
+
     def points(self, args: argparse.Namespace) -> int:
         defs = self.c.list_points(args.filter or "")
         values = {v.point: v for v in self.c.read([d.id for d in defs])} if defs else {}
@@ -331,6 +354,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for an answer (default 10)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    sub.add_parser("rtus", help="RTU link states")
+    c = sub.add_parser("gi", help="general (or counter) interrogation of an RTU, or of all")
+    c.add_argument("rtu", nargs="?", metavar="RTU")
+    c.add_argument("--counters", action="store_true", help="counter interrogation instead")
+    c = sub.add_parser("clock-sync", help="synchronise the clock of an RTU, or of all")
+    c.add_argument("rtu", nargs="?", metavar="RTU")
     c = sub.add_parser("points", help="table of points with current values")
     c.add_argument("--filter", help="only names containing this text (case-insensitive)")
     c = sub.add_parser("watch", help="live table of points")
@@ -394,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
     if not out.is_terminal:  # piped or captured: wide enough that table rows stay on one line
         out = Console(highlight=False, width=200)
     client = ScadaClient(args.address, token, timeout_s=args.timeout)
-    run: Callable[[argparse.Namespace], int] = getattr(_Cli(client, out), args.command)
+    run: Callable[[argparse.Namespace], int] = getattr(_Cli(client, out), args.command.replace("-", "_"))
     try:
         return run(args)
     except ClientError as exc:

@@ -37,6 +37,18 @@ class SoeSink(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class RtuStatus:
+    """Link state of one RTU as the RTDB last heard it from its adapter."""
+
+    name: str
+    link_up: bool
+    address: str  # the active link when up, the lost one when down, "" before the first event
+    since_ms: int  # when the link state last changed, -1 if never
+    reason: str  # why it went down
+    last_gi_ms: int  # completion of the last general interrogation, -1 if none
+
+
+@dataclass(frozen=True, slots=True)
 class RtdbStats:
     batches: int
     rows: int
@@ -75,6 +87,7 @@ class Rtdb:
         self._rtu_of = np.array([rtu_index[p.source.rtu] for p in config.points], dtype=np.int32)
         self._rtu_points = {r.name: np.nonzero(self._rtu_of == i)[0] for i, r in enumerate(config.rtus)}
         self._link_up = {r.name: False for r in config.rtus}
+        self._link_info = {r.name: ("", -1, "") for r in config.rtus}  # address, since_ms, reason
         self._last_gi_ms = {r.name: -1 for r in config.rtus}
         self._next_seq = start_seq + 1
         self._lock = threading.RLock()  # held by the writer while applying + publishing; snapshots take it too
@@ -131,6 +144,10 @@ class Rtdb:
 
     def rtu_link_up(self, rtu: str) -> bool:
         return self._link_up.get(rtu, False)
+
+    def rtu_status(self) -> list[RtuStatus]:
+        return [RtuStatus(name, self._link_up[name], *self._link_info[name], self._last_gi_ms[name])
+                for name in self._link_up]
 
     def snapshot(self, points: Sequence[int] | None = None) -> np.ndarray:
         with self._lock:
@@ -271,6 +288,10 @@ class Rtdb:
         if ev.rtu not in self._link_up:
             log.warning("link event for unknown RTU %r from %s", ev.rtu, ev.adapter)
             return
+        if self._link_up[ev.rtu] != ev.up or not self._link_info[ev.rtu][0]:
+            self._link_info[ev.rtu] = (ev.address, ev.time_ms or _now_ms(), "" if ev.up else ev.reason)
+        elif ev.up:
+            self._link_info[ev.rtu] = (ev.address, *self._link_info[ev.rtu][1:])  # switch-over keeps "since"
         self._link_up[ev.rtu] = ev.up
         if not ev.up:
             # Every point of the RTU turns communication-lost at once; a fresh value (GI) clears it per point.

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from frontend_protocols.supervisor import AdapterSupervisor, adapter_specs
-from models.commands import ControlRequest, ControlResult
+from models.commands import ClockSyncRequest, ControlRequest, ControlResult, InterrogationRequest
 from models.config import StationConfig
 from models.points import Priority
 from models.updates import InterrogationDone, LinkEvent, UpdateBatch
@@ -60,7 +60,7 @@ class ControlCenter:
         self.supervisors = {s.name: AdapterSupervisor(s, config, self) for s in adapter_specs(config)}
         self._adapter_of = {rtu: s.spec.name for s in self.supervisors.values() for rtu in s.spec.rtus}
         self.services = Services(config, self.rtdb, self.commands, self.alarms, self.soe, self.historian,
-                                 self.tags, self.audit, self.auth)
+                                 self.tags, self.audit, self.auth, self)
         self.grpc_server: Any = None
         self.grpc_port = 0
         self._stop = threading.Event()
@@ -130,9 +130,13 @@ class ControlCenter:
         sup = self.supervisors.get(self._adapter_of.get(request.rtu, ""))
         return sup is not None and sup.send(request)
 
-    def send_to_adapter_of(self, rtu: str, msg: Any) -> bool:
+    def interrogate(self, rtu: str, *, counters: bool = False) -> bool:
         sup = self.supervisors.get(self._adapter_of.get(rtu, ""))
-        return sup is not None and sup.send(msg)
+        return sup is not None and sup.send(InterrogationRequest(rtu, counters))
+
+    def sync_clock(self, rtu: str) -> bool:
+        sup = self.supervisors.get(self._adapter_of.get(rtu, ""))
+        return sup is not None and sup.send(ClockSyncRequest(rtu))
 
     # ---------------------------------------------------------------------------------------------- internals
     def _on_link(self, ev: LinkEvent) -> None:

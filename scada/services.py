@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from models.config import StationConfig
 
@@ -18,6 +18,14 @@ if TYPE_CHECKING:
     from scada.tags import TagStore
 
 
+class RtuRequests(Protocol):
+    """Requests an operator may send to RTUs through their adapters; each returns False if the adapter is down."""
+
+    def interrogate(self, rtu: str, *, counters: bool = False) -> bool: ...
+
+    def sync_clock(self, rtu: str) -> bool: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Services:
     config: StationConfig
@@ -29,3 +37,4 @@ class Services:
     tags: TagStore
     audit: AuditLog
     auth: Authenticator
+    rtus: RtuRequests | None = None  # None: no adapters behind this API (tests, studies)

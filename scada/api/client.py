@@ -116,6 +116,7 @@ class ScadaClient:
         self._points = pb_grpc.PointServiceStub(self._channel)
         self._controls = pb_grpc.ControlServiceStub(self._channel)
         self._alarms = pb_grpc.AlarmServiceStub(self._channel)
+        self._rtus = pb_grpc.RtuServiceStub(self._channel)
         self._history = pb_grpc.HistoryServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
@@ -191,6 +192,18 @@ class ScadaClient:
 
     def remove_tag(self, tag_id: int, reason: str = "") -> pb.Tag:
         return self._unary(self._controls.RemoveTag, pb.RemoveTagRequest(tag_id=tag_id, reason=reason)).tag
+
+    # ------------------------------------------------------------------------------------------ RTUs
+    def rtus(self) -> list[pb.RtuStatus]:
+        return list(self._unary(self._rtus.ListRtus, pb.ListRtusRequest()).rtus)
+
+    def interrogate(self, rtu: str = "", *, counters: bool = False) -> list[str]:
+        """Ask for a general (or counter) interrogation of ``rtu`` ("" = all); returns the RTUs it was sent to."""
+        req = pb.InterrogateRequest(rtu=rtu, counters=counters)
+        return list(self._unary(self._rtus.Interrogate, req).rtus)
+
+    def sync_clock(self, rtu: str = "") -> list[str]:
+        return list(self._unary(self._rtus.SyncClock, pb.SyncClockRequest(rtu=rtu)).rtus)
 
     # ------------------------------------------------------------------------------------------ alarms
     def alarms(self, *, include_shelved: bool = False, include_closed: bool = False,

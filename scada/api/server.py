@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 #: Services registered on the server, as reflection and health checking name them.
 SERVICE_NAMES: tuple[str, ...] = tuple(
     pb.DESCRIPTOR.services_by_name[s].full_name
-    for s in ("PointService", "ControlService", "AlarmService", "HistoryService")
+    for s in ("PointService", "ControlService", "RtuService", "AlarmService", "HistoryService")
 )
 
 #: How long a stream waits for a change before checking that its client is still there.
@@ -212,6 +212,49 @@ class PointServicer(_Base, pb_grpc.PointServiceServicer):
             self.s.rtdb.unsubscribe(sub)
 
 
+# ------------------------------------------------------------------------------------------------ RTUs
+
+
+class RtuServicer(_Base, pb_grpc.RtuServiceServicer):
+    @_handled(Permission.READ, "list RTUs")
+    def ListRtus(self, request: pb.ListRtusRequest, context: grpc.ServicerContext,
+                 operator: OperatorConfig) -> pb.ListRtusResponse:
+        cfg = self.s.config
+        out = pb.ListRtusResponse()
+        for st in self.s.rtdb.rtu_status():
+            rtu = cfg.rtu(st.name)
+            out.rtus.add(name=st.name, protocol=rtu.protocol.value, common_address=rtu.common_address,
+                         addresses=list(rtu.addresses), frtu=rtu.frtu, link_up=st.link_up,
+                         active_address=st.address, since_ms=st.since_ms, reason=st.reason,
+                         last_gi_ms=st.last_gi_ms, points=len(cfg.points_of_rtu(st.name)))
+        return out
+
+    @_handled(Permission.CONTROL, "interrogate")
+    def Interrogate(self, request: pb.InterrogateRequest, context: grpc.ServicerContext,
+                    operator: OperatorConfig) -> pb.RtuRequestResponse:
+        return self._each(request.rtu, context, lambda r: self._requests(context).interrogate(
+            r, counters=request.counters))
+
+    @_handled(Permission.CONTROL, "synchronise clocks")
+    def SyncClock(self, request: pb.SyncClockRequest, context: grpc.ServicerContext,
+                  operator: OperatorConfig) -> pb.RtuRequestResponse:
+        return self._each(request.rtu, context, lambda r: self._requests(context).sync_clock(r))
+
+    def _requests(self, context: grpc.ServicerContext) -> Any:
+        if self.s.rtus is None:
+            _abort(context, grpc.StatusCode.UNIMPLEMENTED, "this server has no protocol adapters")
+        return self.s.rtus
+
+    def _each(self, rtu: str, context: grpc.ServicerContext, send: Callable[[str], bool]) -> pb.RtuRequestResponse:
+        names = [r.name for r in self.s.config.rtus]
+        if rtu and rtu not in names:
+            _abort(context, grpc.StatusCode.NOT_FOUND, f"unknown RTU {rtu!r}")
+        sent = [r for r in ([rtu] if rtu else names) if send(r)]
+        if rtu and not sent:
+            _abort(context, grpc.StatusCode.UNAVAILABLE, f"the protocol adapter of RTU {rtu!r} is not running")
+        return pb.RtuRequestResponse(rtus=sent)
+
+
 # ------------------------------------------------------------------------------------------------ controls
 
 
@@ -383,6 +426,7 @@ def build_grpc_server(services: Services, address: str) -> tuple[grpc.Server, in
     )
     pb_grpc.add_PointServiceServicer_to_server(PointServicer(services), server)
     pb_grpc.add_ControlServiceServicer_to_server(ControlServicer(services), server)
+    pb_grpc.add_RtuServiceServicer_to_server(RtuServicer(services), server)
     pb_grpc.add_AlarmServiceServicer_to_server(AlarmServicer(services), server)
     pb_grpc.add_HistoryServiceServicer_to_server(HistoryServicer(services), server)
     health_servicer = health.HealthServicer()

@@ -237,3 +237,28 @@ def test_restart_keeps_soe_and_acknowledgements(tmp_path: Path) -> None:
                 assert again.state == pb.ALARM_STATE_ACTIVE_ACKED and again.acked_by == "operator"
     finally:
         sim.stop()
+
+
+@pytest.mark.timeout(60)
+def test_rtu_status_interrogation_and_clock_sync(system: System, capsys: pytest.CaptureFixture[str]) -> None:
+    from scada.client_cli import main as cli
+
+    rtus = {r.name: r for r in system.op.rtus()}
+    assert set(rtus) == {"RTU-SHN", "FRTU-RMU1", "FRTU-RMU2"}
+    assert all(r.link_up and r.active_address in r.addresses for r in rtus.values())
+    before = rtus["FRTU-RMU2"].last_gi_ms
+    assert system.op.interrogate("FRTU-RMU2") == ["FRTU-RMU2"]
+    wait_for(lambda: next(r for r in system.op.rtus() if r.name == "FRTU-RMU2").last_gi_ms > before, 10,
+             "GI on demand completing")
+    with pytest.raises(ClientError) as ei:
+        system.viewer.interrogate("FRTU-RMU2")
+    assert ei.value.code is grpc.StatusCode.PERMISSION_DENIED
+    with pytest.raises(ClientError) as ei:
+        system.op.interrogate("NOPE")
+    assert ei.value.code is grpc.StatusCode.NOT_FOUND
+    address = f"127.0.0.1:{system.center.grpc_port}"
+    assert cli(["--address", address, "--token", OPERATOR, "clock-sync"]) == 0
+    assert cli(["--address", address, "--token", OPERATOR, "rtus"]) == 0
+    out = capsys.readouterr().out
+    assert "clock synchronisation sent to: RTU-SHN, FRTU-RMU1, FRTU-RMU2" in out and "FRTU-RMU2" in out
+    assert "UP" in out

@@ -337,6 +337,62 @@ class ListTagsResponse(_message.Message):
     tags: _containers.RepeatedCompositeFieldContainer[Tag]
     def __init__(self, tags: _Optional[_Iterable[_Union[Tag, _Mapping]]] = ...) -> None: ...
 
+class RtuStatus(_message.Message):
+    __slots__ = ("name", "protocol", "common_address", "addresses", "frtu", "link_up", "active_address", "since_ms", "reason", "last_gi_ms", "points")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_FIELD_NUMBER: _ClassVar[int]
+    COMMON_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    ADDRESSES_FIELD_NUMBER: _ClassVar[int]
+    FRTU_FIELD_NUMBER: _ClassVar[int]
+    LINK_UP_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    SINCE_MS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    LAST_GI_MS_FIELD_NUMBER: _ClassVar[int]
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    protocol: str
+    common_address: int
+    addresses: _containers.RepeatedScalarFieldContainer[str]
+    frtu: bool
+    link_up: bool
+    active_address: str
+    since_ms: int
+    reason: str
+    last_gi_ms: int
+    points: int
+    def __init__(self, name: _Optional[str] = ..., protocol: _Optional[str] = ..., common_address: _Optional[int] = ..., addresses: _Optional[_Iterable[str]] = ..., frtu: _Optional[bool] = ..., link_up: _Optional[bool] = ..., active_address: _Optional[str] = ..., since_ms: _Optional[int] = ..., reason: _Optional[str] = ..., last_gi_ms: _Optional[int] = ..., points: _Optional[int] = ...) -> None: ...
+
+class ListRtusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListRtusResponse(_message.Message):
+    __slots__ = ("rtus",)
+    RTUS_FIELD_NUMBER: _ClassVar[int]
+    rtus: _containers.RepeatedCompositeFieldContainer[RtuStatus]
+    def __init__(self, rtus: _Optional[_Iterable[_Union[RtuStatus, _Mapping]]] = ...) -> None: ...
+
+class InterrogateRequest(_message.Message):
+    __slots__ = ("rtu", "counters")
+    RTU_FIELD_NUMBER: _ClassVar[int]
+    COUNTERS_FIELD_NUMBER: _ClassVar[int]
+    rtu: str
+    counters: bool
+    def __init__(self, rtu: _Optional[str] = ..., counters: _Optional[bool] = ...) -> None: ...
+
+class SyncClockRequest(_message.Message):
+    __slots__ = ("rtu",)
+    RTU_FIELD_NUMBER: _ClassVar[int]
+    rtu: str
+    def __init__(self, rtu: _Optional[str] = ...) -> None: ...
+
+class RtuRequestResponse(_message.Message):
+    __slots__ = ("rtus",)
+    RTUS_FIELD_NUMBER: _ClassVar[int]
+    rtus: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, rtus: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class Alarm(_message.Message):
     __slots__ = ("id", "key", "point", "point_name", "kind", "condition", "priority", "text", "value", "state", "raised_ms", "updated_ms", "cleared_ms", "acked_by", "acked_ms", "shelved_until_ms", "shelved_by", "shelve_reason", "occurrences", "shelved")
     ID_FIELD_NUMBER: _ClassVar[int]

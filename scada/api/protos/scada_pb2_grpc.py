@@ -470,6 +470,164 @@ class ControlService:
             _registered_method=True)
 
 
+class RtuServiceStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.ListRtus = channel.unary_unary(
+                '/dscada.v1.RtuService/ListRtus',
+                request_serializer=scada_dot_api_dot_protos_dot_scada__pb2.ListRtusRequest.SerializeToString,
+                response_deserializer=scada_dot_api_dot_protos_dot_scada__pb2.ListRtusResponse.FromString,
+                _registered_method=True)
+        self.Interrogate = channel.unary_unary(
+                '/dscada.v1.RtuService/Interrogate',
+                request_serializer=scada_dot_api_dot_protos_dot_scada__pb2.InterrogateRequest.SerializeToString,
+                response_deserializer=scada_dot_api_dot_protos_dot_scada__pb2.RtuRequestResponse.FromString,
+                _registered_method=True)
+        self.SyncClock = channel.unary_unary(
+                '/dscada.v1.RtuService/SyncClock',
+                request_serializer=scada_dot_api_dot_protos_dot_scada__pb2.SyncClockRequest.SerializeToString,
+                response_deserializer=scada_dot_api_dot_protos_dot_scada__pb2.RtuRequestResponse.FromString,
+                _registered_method=True)
+
+
+class RtuServiceServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def ListRtus(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Interrogate(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SyncClock(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_RtuServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'ListRtus': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRtus,
+                    request_deserializer=scada_dot_api_dot_protos_dot_scada__pb2.ListRtusRequest.FromString,
+                    response_serializer=scada_dot_api_dot_protos_dot_scada__pb2.ListRtusResponse.SerializeToString,
+            ),
+            'Interrogate': grpc.unary_unary_rpc_method_handler(
+                    servicer.Interrogate,
+                    request_deserializer=scada_dot_api_dot_protos_dot_scada__pb2.InterrogateRequest.FromString,
+                    response_serializer=scada_dot_api_dot_protos_dot_scada__pb2.RtuRequestResponse.SerializeToString,
+            ),
+            'SyncClock': grpc.unary_unary_rpc_method_handler(
+                    servicer.SyncClock,
+                    request_deserializer=scada_dot_api_dot_protos_dot_scada__pb2.SyncClockRequest.FromString,
+                    response_serializer=scada_dot_api_dot_protos_dot_scada__pb2.RtuRequestResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'dscada.v1.RtuService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('dscada.v1.RtuService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class RtuService:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def ListRtus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dscada.v1.RtuService/ListRtus',
+            scada_dot_api_dot_protos_dot_scada__pb2.ListRtusRequest.SerializeToString,
+            scada_dot_api_dot_protos_dot_scada__pb2.ListRtusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Interrogate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dscada.v1.RtuService/Interrogate',
+            scada_dot_api_dot_protos_dot_scada__pb2.InterrogateRequest.SerializeToString,
+            scada_dot_api_dot_protos_dot_scada__pb2.RtuRequestResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SyncClock(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dscada.v1.RtuService/SyncClock',
+            scada_dot_api_dot_protos_dot_scada__pb2.SyncClockRequest.SerializeToString,
+            scada_dot_api_dot_protos_dot_scada__pb2.RtuRequestResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
 class AlarmServiceStub:
     """Missing associated documentation comment in .proto file."""
 
