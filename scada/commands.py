@@ -105,6 +105,11 @@ class CommandService:
         self._pending: dict[int, tuple[threading.Event, list[ControlResult]]] = {}
         self._busy: set[int] = set()
         self._selections: dict[int, _Selection] = {}
+        self._outcome_listeners: list[Callable[[CommandOutcome], None]] = []
+
+    def add_outcome_listener(self, fn: Callable[[CommandOutcome], None]) -> None:
+        """``fn`` sees every command that reached the field, with the field's answer (e.g. to alarm failures)."""
+        self._outcome_listeners.append(fn)
 
     def add_interlock(self, interlock: Interlock) -> None:
         self._interlocks.append(interlock)
@@ -257,6 +262,8 @@ class CommandService:
             detail = result.detail if fb is FeedbackStatus.NOT_APPLICABLE else f"{result.detail} [feedback {fb}]"
             self._audit_record(operator, p, action, value, "answered", result.status.value, detail.strip(),
                                request_id=rid, field_status=result.status.value, elapsed_ms=elapsed_ms)
+            for fn in self._outcome_listeners:
+                fn(outcome)
             return outcome
         finally:
             with self._lock:

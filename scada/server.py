@@ -9,14 +9,21 @@ from pathlib import Path
 from typing import Any
 
 from frontend_protocols.supervisor import AdapterSupervisor, adapter_specs
-from models.commands import ClockSyncRequest, ControlRequest, ControlResult, InterrogationRequest
+from models.commands import (
+    ClockSyncRequest,
+    ControlAction,
+    ControlRequest,
+    ControlResult,
+    ControlStatus,
+    InterrogationRequest,
+)
 from models.config import StationConfig
 from models.points import Priority
 from models.updates import InterrogationDone, LinkEvent, UpdateBatch
 from scada.alarms import AlarmManager
 from scada.audit import AuditLog
 from scada.auth import Authenticator
-from scada.commands import CommandService
+from scada.commands import CommandOutcome, CommandService, FeedbackStatus
 from scada.historian import Historian
 from scada.rtdb import Rtdb
 from scada.services import Services
@@ -66,6 +73,7 @@ class ControlCenter:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.rtdb.add_link_listener(self._on_link)
+        self.commands.add_outcome_listener(self._on_command_outcome)
 
     # ---------------------------------------------------------------------------------------------- lifecycle
     def start(self) -> None:
@@ -148,6 +156,18 @@ class ControlCenter:
             kind = "FRTU" if rtu.frtu else "RTU"
             self.alarms.raise_system(key, f"{kind} {ev.rtu} communication lost ({ev.reason or 'link down'})",
                                      Priority.HIGH)
+
+    def _on_command_outcome(self, outcome: CommandOutcome) -> None:
+        """A command the field refused, did not answer, or whose status did not follow is an event to acknowledge."""
+        failed = outcome.status is not ControlStatus.SUCCESS or outcome.feedback is FeedbackStatus.NOT_CONFIRMED
+        if not failed or outcome.action is ControlAction.CANCEL:
+            return
+        why = (f"status did not follow within {self.config.points[outcome.point].control.feedback_timeout_s:g} s"
+               if outcome.status is ControlStatus.SUCCESS else f"{outcome.status.value}: {outcome.field_detail}")
+        key = f"command:{outcome.point_name}:{outcome.request_id}"
+        self.alarms.raise_system(key, f"{outcome.point_name}: {outcome.action.value} {outcome.value:g} failed ({why})",
+                                 Priority.HIGH)
+        self.alarms.clear_system(key)  # an event, not a condition: it waits only for acknowledgement
 
     def _historian_loop(self, sub: Any) -> None:
         next_purge = time.monotonic() + 60.0

@@ -156,6 +156,10 @@ def test_refusal_paths(system: System) -> None:
             res = system.op.operate("RMU1/SW2", DoubleState.ON)
         assert res.status == pb.CONTROL_STATUS_REFUSED_BY_FIELD
         assert system.sim.value("RMU1/SW2") == DoubleState.OFF
+        failed = [a for a in system.op.alarms() if a.kind == "system" and a.text.startswith("RMU1/SW2:")]
+        assert failed and "refused_by_field" in failed[0].text
+        assert failed[0].state == pb.ALARM_STATE_CLEARED_UNACKED  # an event: acknowledging it closes it
+        system.op.acknowledge([failed[0].id])
     finally:
         system.sim.block("RMU1/SW2", False)
 
