@@ -83,7 +83,7 @@ DEFAULT_STALE_AFTER_S: dict[PointKind, float] = {
 class ServerConfig:
     grpc_address: str = "127.0.0.1:50051"
     data_dir: str = "var/dscada"
-    grpc_workers: int = 32
+    grpc_workers: int = 64  # each open stream holds one; calls beyond are refused RESOURCE_EXHAUSTED
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +124,10 @@ class RtuConfig:
     reconnect_backoff_s: float = 1.0
     reconnect_backoff_max_s: float = 15.0
     max_updates_per_s: float = 2000.0  # simulator pacing; c104 servers lose data silently above ~5k/s
+    # IEC 60870-5-104 link supervision: a silent link (no TCP close) is declared lost at most t3 + t1 after its
+    # last frame: after t3 idle the master sends a TESTFR, which must be confirmed within t1.
+    t1_s: int = 15
+    t3_s: int = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,7 +299,7 @@ def parse_station_config(text: str, source: str = "<config>") -> StationConfig:
         grpc_address=_address(sv, "grpc_address", sv.get("grpc_address", str, "127.0.0.1:50051"),
                               allow_port_zero=True),
         data_dir=sv.get("data_dir", str, "var/dscada"),
-        grpc_workers=sv.get("grpc_workers", int, 32),
+        grpc_workers=sv.get("grpc_workers", int, 64),
     )
     sv.finish()
 
@@ -396,8 +400,13 @@ def _rtus(top: _Reader, source: str, loc: _Locator) -> tuple[RtuConfig, ...]:
             reconnect_backoff_s=r.positive("reconnect_backoff_s", 1.0),
             reconnect_backoff_max_s=r.positive("reconnect_backoff_max_s", 15.0),
             max_updates_per_s=r.positive("max_updates_per_s", 2000.0),
+            t1_s=r.get("t1_s", int, 15),
+            t3_s=r.get("t3_s", int, 20),
         )
         r.finish()
+        for key, value in (("t1_s", rtu.t1_s), ("t3_s", rtu.t3_s)):
+            if not 1 <= value <= 255:
+                raise r.fail(key, f"must be 1..255 s (IEC 60870-5-104 timer), got {value}")
         if name in seen:
             raise r.fail("name", f"duplicate RTU name {name!r} (also rtus[{seen[name]}])")
         for a in rtu.addresses:

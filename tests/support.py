@@ -34,3 +34,89 @@ def wait_for(pred: Callable[[], object], timeout_s: float, what: str, period_s: 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
         time.sleep(period_s)
+
+
+class FreezableRelay:
+    """A TCP relay on 127.0.0.1 that can go silent without closing anything: a cut cable or a dead GPRS modem,
+    which only link supervision timers (IEC 104 t3/t1) can detect."""
+
+    def __init__(self, target_port: int) -> None:
+        import socket
+        import threading
+
+        self._target = target_port
+        self._frozen = threading.Event()
+        self._stop = threading.Event()
+        self._socks: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.2)
+        self.port = self._listener.getsockname()[1]
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def freeze(self) -> None:
+        self._frozen.set()
+
+    def thaw(self) -> None:
+        """Resume; connections that lived through the silence are closed (both ends gave up on them)."""
+        with self._lock:
+            for s in self._socks:
+                s.close()
+            self._socks.clear()
+        self._frozen.clear()
+
+    def close(self) -> None:
+        self._stop.set()
+        self.thaw()
+        self._listener.close()
+        self._thread.join(2)
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while not self._stop.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except (TimeoutError, OSError):
+                continue
+            if self._frozen.is_set():
+                with self._lock:
+                    self._socks.append(client)  # accepted into silence
+                continue
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self._target), timeout=2)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._socks += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, src, dst) -> None:  # type: ignore[no-untyped-def]
+        import select
+
+        try:
+            while not self._stop.is_set():
+                if self._frozen.is_set():
+                    time.sleep(0.05)  # read nothing, forward nothing, close nothing
+                    continue
+                ready, _, _ = select.select([src], [], [], 0.1)
+                if not ready:
+                    continue
+                data = src.recv(65536)
+                if not data or self._frozen.is_set():
+                    if not data:
+                        break
+                    continue
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.close()
+                except OSError:
+                    pass
