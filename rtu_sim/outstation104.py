@@ -25,6 +25,7 @@ import c104
 
 from models.config import RtuConfig, SimProfile
 from models.points import ControlMode, ControlType, DoubleState, PointDef, PointKind, Quality
+from models.timebase import now_ms
 from rtu_sim.curves import curve_multiplier, energy_kwh, hour_of_day
 from rtu_sim.errors import SimulatorError, UnknownPointError, UnknownRtuError
 from rtu_sim.pacing import TokenBucket
@@ -56,8 +57,6 @@ _INT16_MIN, _INT16_MAX = -32768, 32767
 _NORMALIZED_MAX = 1.0 - 2.0**-15
 
 
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def _utc(time_ms: int) -> datetime.datetime:

@@ -16,8 +16,9 @@ from types import TracebackType
 
 from models.config import StationConfig
 from models.points import PointDef, PointKind, Quality
+from models.timebase import now_ms
 from rtu_sim.errors import SimulatorError, UnknownPointError, UnknownRtuError
-from rtu_sim.outstation104 import Outstation104, RtuStats, now_ms
+from rtu_sim.outstation104 import Outstation104, RtuStats
 
 log = logging.getLogger(__name__)
 

@@ -24,6 +24,7 @@ import numpy as np
 
 from models.config import StationConfig
 from models.points import Priority
+from models.timebase import now_ms
 from models.updates import Cause
 from scada.alarm_rules import (
     LEVEL_NAMES,
@@ -66,10 +67,6 @@ log = logging.getLogger(__name__)
 
 _TICK_PERIOD_S = 1.0
 _POLL_S = 0.5
-
-
-def _wall_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class AlarmSubscription:
@@ -133,7 +130,7 @@ class AlarmManager:
         self, config: StationConfig, db_path: str | Path, *, clock_ms: Callable[[], int] | None = None
     ) -> None:
         self.config = config
-        self._clock = clock_ms or _wall_ms
+        self._clock = clock_ms or now_ms
         self._points = config.points
         self._lim, self._db, self._has_limits = limit_table(config.points)
         self._states = state_table(config.points)

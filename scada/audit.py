@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import math
 import sqlite3
-import time
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 
+from models.timebase import now_ms
 from scada.errors import ScadaError, StorageError
 from scada.sqlite_store import SqliteStore
 
@@ -110,7 +110,7 @@ class AuditLog(SqliteStore):
                 f"(expected one of {', '.join(AuditOutcome)})"
             ) from None
         entry = AuditEntry(
-            id=0, time_ms=time.time_ns() // 1_000_000 if time_ms is None else int(time_ms), operator=str(operator),
+            id=0, time_ms=now_ms() if time_ms is None else int(time_ms), operator=str(operator),
             role=str(role), point=int(point), point_name=str(point_name), action=str(action), value=float(value),
             outcome=outcome, reason=str(reason), field_status=str(field_status), field_detail=str(field_detail),
             elapsed_ms=float(elapsed_ms), request_id=int(request_id),

@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from models.timebase import now_ms
 from scada.api.client import ClientError, ScadaClient
 from scada.api.protos import scada_pb2 as pb
 
@@ -86,9 +87,6 @@ def quality_style(names: Sequence[str]) -> str:
     return ""
 
 
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
 
 def _enum_text(enum: object, number: int, prefix: str) -> str:
     name = enum.Name(number) if number in enum.values() else str(number)  # type: ignore[attr-defined]
@@ -118,7 +116,7 @@ class _Cli:
     # -------------------------------------------------------------------------------------- points
     def _points_table(self, defs: Sequence[pb.PointDefinition], values: dict[int, pb.PointValue],
                       title: str) -> Table:
-        now = _now_ms()
+        now = now_ms()
         t = Table(title=title, title_justify="left")
         for col, justify in (("Name", "left"), ("Value", "right"), ("Units", "left"), ("Quality", "left"),
                              ("Source time", "left"), ("Age", "right")):
@@ -289,7 +287,7 @@ class _Cli:
 
     def history(self, args: argparse.Namespace) -> int:
         d = self.definition(args.name)
-        end_ms = _now_ms() + 1
+        end_ms = now_ms() + 1
         res = self.c.history(d.id, start_ms=end_ms - int(args.minutes * 60_000), end_ms=end_ms,
                              max_points=args.buckets or 0)
         units = f" [{res.units}]" if res.units else ""

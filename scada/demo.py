@@ -22,6 +22,7 @@ from rich.table import Table
 from models.config import load_station_config
 from models.points import DoubleState
 from models.samples import relocate_station_text, sample_station_path
+from models.timebase import now_ms
 from rtu_sim.simulator import RtuSimulator
 from scada.api.client import ClientError, ScadaClient
 from scada.api.protos import scada_pb2 as pb
@@ -170,7 +171,7 @@ def _run(folder: Path, pause: float, stack: contextlib.ExitStack) -> int:
         def watch_alarms() -> None:
             for ev in alarm_stream:
                 if ev.kind == pb.ALARM_EVENT_KIND_RAISED:
-                    raised.append((ev, time.time_ns() // 1_000_000))
+                    raised.append((ev, now_ms()))
                     if ev.alarm.point_name == BREAKER:
                         got_alarm.set()
 

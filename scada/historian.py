@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import math
 import sqlite3
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -214,7 +213,7 @@ class Historian(SqliteStore):
 
     def purge(self, now_ms: int | None = None) -> int:
         """Delete samples older than the retention; returns the number deleted."""
-        now = time.time_ns() // 1_000_000 if now_ms is None else int(now_ms)
+        now = now_ms() if now_ms is None else int(now_ms)
         cutoff = now - int(self.retention_days * _MS_PER_DAY)
         try:
             c = self.conn()

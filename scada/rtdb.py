@@ -21,6 +21,7 @@ import numpy as np
 
 from models.config import StationConfig
 from models.points import PointKind, Quality
+from models.timebase import now_ms
 from models.updates import Cause, InterrogationDone, LinkEvent, UpdateBatch
 from scada.changes import CHANGE_DTYPE, ChangeSet, Subscription
 from scada.errors import UnknownPointError
@@ -59,9 +60,6 @@ class RtdbStats:
     inbox_depth: int
     subscribers: tuple[tuple[str, int, int], ...]  # (name, pending, drops)
 
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class Rtdb:
@@ -243,7 +241,7 @@ class Rtdb:
             rows = rows[~bad]
         if not len(rows):
             return
-        now_ms, mono = _now_ms(), time.monotonic()
+        t_ms, mono = now_ms(), time.monotonic()
         order = np.argsort(rows["point"], kind="stable")
         r = rows[order]
         p = r["point"].astype(np.int64)
@@ -265,7 +263,7 @@ class Rtdb:
             self.value[lp] = v[last]
             self.quality[lp] = new_q[last]
             self.source_time_ms[lp] = r["source_time_ms"][last]
-            self.recv_time_ms[lp] = now_ms
+            self.recv_time_ms[lp] = t_ms
             self.cause[lp] = r["cause"][last]
             self._confirmed_mono[p] = mono
             self._stats["batches"] += 1
@@ -279,7 +277,7 @@ class Rtdb:
             cs["value"] = v[idx]
             cs["quality"] = new_q[idx]
             cs["source_time_ms"] = r["source_time_ms"][idx]
-            cs["recv_time_ms"] = now_ms
+            cs["recv_time_ms"] = t_ms
             cs["cause"] = r["cause"][idx]
             cs["prev_value"] = prev_v[idx]
             self._commit(cs, mono)
@@ -289,7 +287,7 @@ class Rtdb:
             log.warning("link event for unknown RTU %r from %s", ev.rtu, ev.adapter)
             return
         if self._link_up[ev.rtu] != ev.up or not self._link_info[ev.rtu][0]:
-            self._link_info[ev.rtu] = (ev.address, ev.time_ms or _now_ms(), "" if ev.up else ev.reason)
+            self._link_info[ev.rtu] = (ev.address, ev.time_ms or now_ms(), "" if ev.up else ev.reason)
         elif ev.up:
             self._link_info[ev.rtu] = (ev.address, *self._link_info[ev.rtu][1:])  # switch-over keeps "since"
         self._link_up[ev.rtu] = ev.up
@@ -325,7 +323,7 @@ class Rtdb:
             cs["prev_value"] = self.value[idx]
             cs["quality"] = self.quality[idx]
             cs["source_time_ms"] = self.source_time_ms[idx]
-            cs["recv_time_ms"] = _now_ms()
+            cs["recv_time_ms"] = now_ms()
             cs["cause"] = Cause.SUPERVISION
             self._commit(cs, time.monotonic())
 

@@ -19,6 +19,7 @@ from models.commands import (
 )
 from models.config import StationConfig
 from models.points import Priority
+from models.timebase import now_ms
 from models.updates import InterrogationDone, LinkEvent, UpdateBatch
 from scada.alarms import AlarmManager
 from scada.audit import AuditLog
@@ -129,7 +130,7 @@ class ControlCenter:
             return
         self.alarms.raise_system(key, f"Protocol adapter {adapter} restarting: {detail}", Priority.HIGH)
         rtus = self.supervisors[adapter].spec.rtus
-        now = time.time_ns() // 1_000_000
+        now = now_ms()
         for rtu in rtus:
             self.rtdb.ingest(LinkEvent(adapter, rtu, False, reason=f"adapter down: {detail}", time_ms=now))
         self.commands.fail_adapter(rtus)

@@ -10,12 +10,12 @@ see the same tags.
 from __future__ import annotations
 
 import sqlite3
-import time
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
 from models.points import PointDef
+from models.timebase import now_ms
 from scada.errors import ScadaError, StorageError
 from scada.sqlite_store import SqliteStore
 
@@ -57,9 +57,6 @@ _COLS = "id, target, kind, operator, reason, placed_ms, removed_ms, removed_by, 
 _BLOCKING_KINDS = tuple(k.value for k in TagKind if k.blocks)
 
 
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
 
 class TagStore(SqliteStore):
     SCHEMA = """
@@ -96,7 +93,7 @@ class TagStore(SqliteStore):
         reason = reason.strip()
         if not reason:
             raise TagError(f"cannot place a {kind} tag on {target!r}: a reason is required")
-        placed_ms = _now_ms()
+        placed_ms = now_ms()
         try:
             with self.conn() as c:
                 cur = c.execute(
@@ -112,7 +109,7 @@ class TagStore(SqliteStore):
         """Remove an active tag; the tag stays in the history with who removed it, when and why."""
         if not operator.strip():
             raise TagError(f"cannot remove tag {tag_id}: the operator removing it must be named")
-        removed_ms = _now_ms()
+        removed_ms = now_ms()
         try:
             with self.conn() as c:
                 # the WHERE makes check-and-set one statement: two operators removing at once cannot both succeed

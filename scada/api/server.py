@@ -12,7 +12,6 @@ import functools
 import itertools
 import logging
 import math
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NoReturn
@@ -22,6 +21,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from models.config import OperatorConfig
+from models.timebase import now_ms
 from scada.alarm_rules import AlarmError
 from scada.api import convert
 from scada.api.protos import scada_pb2 as pb
@@ -69,9 +69,6 @@ _REFUSAL_CODES: dict[str, grpc.StatusCode] = {
 class ApiError(ScadaError):
     """The gRPC server cannot be built as asked (e.g. the address cannot be bound)."""
 
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:
@@ -315,7 +312,7 @@ class AlarmServicer(_Base, pb_grpc.AlarmServiceServicer):
         alarms = self.s.alarms.list(include_shelved=request.include_shelved, include_closed=request.include_closed,
                                     min_priority=convert.priority_from_pb(request.min_priority),
                                     limit=request.limit or _DEFAULT_ALARM_LIMIT)
-        now = _now_ms()
+        now = now_ms()
         return pb.ListAlarmsResponse(alarms=[convert.alarm(a, now) for a in alarms])
 
     @_streamed(Permission.READ, "stream alarms")
@@ -326,7 +323,7 @@ class AlarmServicer(_Base, pb_grpc.AlarmServiceServicer):
         sub = self.s.alarms.subscribe(max_pending=_DEFAULT_ALARM_LIMIT)
         context.add_callback(sub.close)
         try:
-            now = _now_ms()
+            now = now_ms()
             for a in self.s.alarms.list(include_shelved=request.include_shelved):
                 yield pb.AlarmEvent(kind=pb.ALARM_EVENT_KIND_CURRENT, alarm=convert.alarm(a, now), time_ms=now)
             yield pb.AlarmEvent(kind=pb.ALARM_EVENT_KIND_SNAPSHOT_DONE, time_ms=now)
@@ -336,7 +333,7 @@ class AlarmServicer(_Base, pb_grpc.AlarmServiceServicer):
                     if sub.closed:
                         break
                     continue
-                yield convert.alarm_event(ev, _now_ms())
+                yield convert.alarm_event(ev, now_ms())
         finally:
             sub.close()
 
@@ -349,7 +346,7 @@ class AlarmServicer(_Base, pb_grpc.AlarmServiceServicer):
         for aid in ids or ():
             self._existing(aid, context)
         done = self.s.alarms.acknowledge(ids, operator.name)
-        now = _now_ms()
+        now = now_ms()
         return pb.AcknowledgeResponse(alarms=[convert.alarm(a, now) for a in done])
 
     @_handled(Permission.ACKNOWLEDGE, "shelve alarms")
@@ -362,13 +359,13 @@ class AlarmServicer(_Base, pb_grpc.AlarmServiceServicer):
             _abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"alarm {request.id}: shelving needs a reason")
         self._existing(request.id, context)
         a = self.s.alarms.shelve(request.id, operator.name, request.duration_s, request.reason.strip())
-        return convert.alarm(a, _now_ms())
+        return convert.alarm(a, now_ms())
 
     @_handled(Permission.ACKNOWLEDGE, "unshelve alarms")
     def Unshelve(self, request: pb.UnshelveRequest, context: grpc.ServicerContext,
                  operator: OperatorConfig) -> pb.Alarm:
         self._existing(request.id, context)
-        return convert.alarm(self.s.alarms.unshelve(request.id, operator.name), _now_ms())
+        return convert.alarm(self.s.alarms.unshelve(request.id, operator.name), now_ms())
 
     def _existing(self, alarm_id: int, context: grpc.ServicerContext) -> None:
         try:
@@ -393,7 +390,7 @@ class HistoryServicer(_Base, pb_grpc.HistoryServiceServicer):
     def QueryHistory(self, request: pb.QueryHistoryRequest, context: grpc.ServicerContext,
                      operator: OperatorConfig) -> pb.QueryHistoryResponse:
         point = self._point(request.point, context)
-        end_ms = request.end_ms or _now_ms() + 1  # +1: the window is half-open, include a sample stored now
+        end_ms = request.end_ms or now_ms() + 1  # +1: the window is half-open, include a sample stored now
         start_ms = request.start_ms or end_ms - _DEFAULT_HISTORY_WINDOW_MS
         result = self.s.historian.query(point, start_ms, end_ms, bucket_s=request.bucket_s or None,
                                         max_points=request.max_points or None)
