@@ -124,8 +124,9 @@ class RtuConfig:
     reconnect_backoff_s: float = 1.0
     reconnect_backoff_max_s: float = 15.0
     max_updates_per_s: float = 2000.0  # simulator pacing; c104 servers lose data silently above ~5k/s
-    # IEC 60870-5-104 link supervision: a silent link (no TCP close) is declared lost at most t3 + t1 after its
-    # last frame: after t3 idle the master sends a TESTFR, which must be confirmed within t1.
+    # IEC 60870-5-104 link supervision. t1: a sent I-frame must be acknowledged within t1. t3: after t3 without
+    # traffic the master sends TESTFR, then every t3; lib60870 closes the link after three unanswered, so a silent
+    # link (no TCP close) is declared lost about 4 x t3 after its last frame. A closed socket is seen at once.
     t1_s: int = 15
     t3_s: int = 20
 

@@ -112,7 +112,7 @@ class FreezableRelay:
                         break
                     continue
                 dst.sendall(data)
-        except OSError:
+        except (OSError, ValueError):  # thaw() closed the socket under us
             pass
         finally:
             for s in (src, dst):

@@ -178,10 +178,12 @@ class Iec104Master:
             conn = self._client.add_connection(ip=host, port=port, init=c104.Init.MUTED)
             if conn is None:
                 raise Iec104AdapterError(f"RTU {cfg.name!r}: c104 refused a second connection to {address}")
-            try:
-                conn.protocol_parameters.connection_timeout = max(1, math.ceil(cfg.connect_timeout_s))
-            except (AttributeError, TypeError, ValueError):
-                log.warning("RTU %s: cannot set the IEC 104 t0 connect time-out on %s", cfg.name, address)
+            params = conn.protocol_parameters
+            params.connection_timeout = max(1, math.ceil(cfg.connect_timeout_s))  # t0
+            # t2 (acknowledge interval) must stay below t1; c104's default is 10 s
+            params.confirm_interval = max(1, min(params.confirm_interval, cfg.t1_s - 1))
+            params.message_timeout = cfg.t1_s  # t1: a sent frame (or TESTFR) must be acknowledged within t1
+            params.keep_alive_interval = cfg.t3_s  # t3: TESTFR after this long idle; lost after 3 unanswered
             conn.on_unexpected_message(callable=self._on_unexpected_message)
             station = conn.add_station(common_address=cfg.common_address)
             link = _Link(address, conn, station)
