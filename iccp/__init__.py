@@ -1,0 +1,1 @@
+"""ICCP / TASE.2 exchange with transmission SCADA; see issue #7."""
