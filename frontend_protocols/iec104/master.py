@@ -29,6 +29,13 @@ import numpy as np
 
 from frontend_protocols.channel import HEARTBEAT_PERIOD_S, AdapterChannel, Heartbeat, Shutdown
 from frontend_protocols.errors import FrontendError
+from frontend_protocols.iec104.apdu import (
+    COT_ACTIVATION_TERM,
+    ELEMENT_LENGTH,
+    TYPE_ID,
+    CommandAnswer,
+    parse_command_answer,
+)
 from frontend_protocols.iec104.mapping import (
     COMMAND_TYPE,
     PointMap,
@@ -155,6 +162,9 @@ class Iec104Master:
         self._first_row_t = 0.0
         self._counters: dict[str, float] = {}
         self._done: queue.SimpleQueue[_WorkDone] = queue.SimpleQueue()
+        # Command confirmations read off the wire (connection "ip:port", answer): they decide each command.
+        self._wire: queue.SimpleQueue[tuple[str, CommandAnswer]] = queue.SimpleQueue()
+        self._wire_decided: dict[int, ControlStatus] = {}  # request id -> status, until c104's own result comes
         self._pending: dict[int, _PendingControl] = {}
         self._rtus: dict[str, _Rtu] = {}
 
@@ -185,6 +195,7 @@ class Iec104Master:
             params.message_timeout = cfg.t1_s  # t1: a sent frame (or TESTFR) must be acknowledged within t1
             params.keep_alive_interval = cfg.t3_s  # t3: TESTFR after this long idle; lost after 3 unanswered
             conn.on_unexpected_message(callable=self._on_unexpected_message)
+            conn.on_receive_raw(callable=self._on_raw)
             station = conn.add_station(common_address=cfg.common_address)
             link = _Link(address, conn, station)
             for p in points:
@@ -262,6 +273,15 @@ class Iec104Master:
         except Exception:
             self._count("callback_errors")
 
+    def _on_raw(self, connection: c104.Connection, data: bytes) -> None:
+        try:
+            if len(data) > 6 and data[6] in ELEMENT_LENGTH:  # cheap test first: this runs for every frame
+                answer = parse_command_answer(data)
+                if answer is not None:
+                    self._wire.put((f"{connection.ip}:{connection.port}", answer))
+        except Exception:
+            self._count("callback_errors")
+
     def _count(self, name: str, n: float = 1.0) -> None:
         with self._lock:
             self._counters[name] = self._counters.get(name, 0.0) + n
@@ -279,6 +299,7 @@ class Iec104Master:
                     next_beat = now + HEARTBEAT_PERIOD_S / 2
                 for rtu in self._rtus.values():
                     self._supervise(rtu, now)
+                self._drain_wire()  # before c104's own results: the wire decides commands
                 self._drain_work(now)
                 self._expire_controls(now)
                 self._flush()
@@ -571,11 +592,45 @@ class Iec104Master:
         self._pending[req.request_id] = _PendingControl(req, rtu, started, started + req.timeout_s)
         self._spawn("control", req.request_id, lambda: cmd.transmit(cause=c104.Cot.ACTIVATION))
 
+    def _drain_wire(self) -> None:
+        while True:
+            try:
+                address, ans = self._wire.get_nowait()
+            except queue.Empty:
+                return
+            if ans.cot == COT_ACTIVATION_TERM:
+                continue  # the ACT_CON decided already; a late ACT_TERM must never flip a refusal
+            for rid, pend in list(self._pending.items()):
+                req = pend.request
+                if (pend.rtu.link.address != address or req.address != ans.ioa
+                        or req.common_address != ans.common_address or TYPE_ID[COMMAND_TYPE[req.type]] != ans.type_id):
+                    continue
+                refusal = ans.refusal
+                if refusal:
+                    status = ControlStatus.REFUSED_BY_FIELD
+                elif ans.select:
+                    break  # select confirmed: the execute follows, and its ACT_CON decides
+                else:
+                    status = ControlStatus.SUCCESS
+                del self._pending[rid]
+                self._wire_decided[rid] = status
+                self._answer(req, status, refusal or "positive confirmation", pend.started)
+                break
+            else:
+                self._count("unmatched_confirmations")
+
     def _control_done(self, done: _WorkDone) -> None:
+        if done.key in self._pending:
+            self._drain_wire()  # an ACT_CON queued just before c104's own result decides first
         pend = self._pending.pop(done.key, None)
         if pend is None:
-            self._count("late_control_results")  # already answered TIMEOUT or LINK_DOWN
+            wire = self._wire_decided.pop(done.key, None)
+            if wire is None:
+                self._count("late_control_results")  # already answered TIMEOUT or LINK_DOWN
+            elif (wire is ControlStatus.SUCCESS) != done.ok:
+                self._count("c104_result_disagreements")  # c104 missed or flipped what the wire said
             return
+        # No confirmation on the wire: c104's own result says why (time-out, link lost, error).
         elapsed_s = done.finished - pend.started
         if done.ok:
             status, detail = ControlStatus.SUCCESS, "positive confirmation"
