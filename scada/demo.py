@@ -231,8 +231,8 @@ def _run(folder: Path, pause: float, stack: contextlib.ExitStack) -> int:
 
     _step(7, f"Reclose {BREAKER} by select-before-operate through gRPC")
     sel = operator.select(BREAKER, DoubleState.ON)
-    console.print(f"  select:  {pb.ControlStatus.Name(sel.status).removeprefix('CONTROL_STATUS_').lower()} "
-                  f"({sel.elapsed_ms:.0f} ms)")
+    console.print(f"  select:  {pb.ControlStatus.Name(sel.status).removeprefix('CONTROL_STATUS_').lower()}, "
+                  f"{sel.field_detail} ({sel.elapsed_ms:.0f} ms)")
     op = operator.operate(BREAKER, DoubleState.ON)
     fb = pb.FeedbackStatus.Name(op.feedback).removeprefix("FEEDBACK_STATUS_").lower()
     console.print(f"  operate: {pb.ControlStatus.Name(op.status).removeprefix('CONTROL_STATUS_').lower()}, "
@@ -244,7 +244,11 @@ def _run(folder: Path, pause: float, stack: contextlib.ExitStack) -> int:
           "the breaker alarm to return to normal")
     console.print(f"{BREAKER} is {format_value(pb.POINT_KIND_DOUBLE, operator.read([BREAKER])[0].value)}; "
                   "its acknowledged alarm closed on return to normal")
-    console.print(_alarm_table(operator.alarms(), "Open alarms after the reclose"))
+    still_open = operator.alarms()
+    if still_open:
+        console.print(_alarm_table(still_open, "Open alarms after the reclose"))
+    else:
+        console.print("No alarm is open: the protection flag reset with the reclose.")
     audit = operator.audit(point=BREAKER, limit=20)
     summary.add("audit records for the breaker", str(len(audit)))
 
