@@ -143,6 +143,27 @@ class _Cli:
         self.out.print(t)
         return 0
 
+    def status(self, args: argparse.Namespace) -> int:
+        st = self.c.server_status()
+        self.out.print(f"[bold]{st.station}[/]: {st.points} points, {st.batches} batches, {st.rows} values received, "
+                       f"{st.changes} changes, {st.soe_events} SOE events, {st.stale_marked} marked stale, "
+                       f"RTDB inbox {st.inbox_depth}")
+        t = Table(title="Subscribers", title_justify="left")
+        for col in ("Name", "Pending", "Dropped"):
+            t.add_column(col)
+        for sub in st.subscribers:
+            t.add_row(sub.name, str(sub.pending), str(sub.dropped), style="yellow" if sub.dropped else "")
+        self.out.print(t)
+        t = Table(title="Protocol adapters", title_justify="left")
+        for col in ("Name", "State", "Restarts", "PID", "Last heartbeat", "Counters"):
+            t.add_column(col)
+        for a in st.adapters:
+            counters = ", ".join(f"{k}={v:g}" for k, v in sorted(a.counters.items()))
+            t.add_row(a.name, "running" if a.running else "DOWN", str(a.restarts), str(a.pid or "-"),
+                      format_time(a.last_heartbeat_ms), counters, style="" if a.running else "red")
+        self.out.print(t)
+        return 0
+
     def gi(self, args: argparse.Namespace) -> int:
         sent = self.c.interrogate(args.rtu or "", counters=args.counters)
         what = "counter interrogation" if args.counters else "general interrogation"
@@ -353,6 +374,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     sub.add_parser("rtus", help="RTU link states")
+    sub.add_parser("status", help="server status: RTDB counters, subscribers and their drops, adapters")
     c = sub.add_parser("gi", help="general (or counter) interrogation of an RTU, or of all")
     c.add_argument("rtu", nargs="?", metavar="RTU")
     c.add_argument("--counters", action="store_true", help="counter interrogation instead")

@@ -27,7 +27,7 @@ from scada.auth import Authenticator
 from scada.commands import CommandOutcome, CommandService, FeedbackStatus
 from scada.historian import Historian
 from scada.rtdb import Rtdb
-from scada.services import Services
+from scada.services import AdapterState, Services
 from scada.soe import SoeJournal
 from scada.tags import TagStore
 
@@ -142,6 +142,14 @@ class ControlCenter:
     def interrogate(self, rtu: str, *, counters: bool = False) -> bool:
         sup = self.supervisors.get(self._adapter_of.get(rtu, ""))
         return sup is not None and sup.send(InterrogationRequest(rtu, counters))
+
+    def adapter_status(self) -> list[AdapterState]:
+        out = []
+        for sup in self.supervisors.values():
+            hb = sup.last_heartbeat
+            out.append(AdapterState(sup.spec.name, sup.running, sup.restarts, (sup.pid or 0) if sup.running else 0,
+                                    hb.time_ms if hb else -1, hb.counters if hb else ()))
+        return out
 
     def sync_clock(self, rtu: str) -> bool:
         sup = self.supervisors.get(self._adapter_of.get(rtu, ""))

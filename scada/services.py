@@ -25,6 +25,18 @@ class RtuRequests(Protocol):
 
     def sync_clock(self, rtu: str) -> bool: ...
 
+    def adapter_status(self) -> list[AdapterState]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class AdapterState:
+    name: str
+    running: bool
+    restarts: int
+    pid: int  # 0 when not running
+    last_heartbeat_ms: int  # -1 if none yet
+    counters: tuple[tuple[str, float], ...]
+
 
 @dataclass(frozen=True, slots=True)
 class Services:

@@ -14,7 +14,11 @@ ELEMENT_LENGTH = {
     48: 3,  # C_SE_NA_1: NVA + QOS
     49: 3,  # C_SE_NB_1: SVA + QOS
     50: 5,  # C_SE_NC_1: IEEE 754 float + QOS
+    100: 1,  # C_IC_NA_1: QOI (general interrogation)
+    101: 1,  # C_CI_NA_1: QCC (counter interrogation)
 }
+C_IC_NA_1, C_CI_NA_1 = 100, 101
+_SELECTABLE = frozenset({45, 46, 48, 49, 50})  # types whose qualifier carries the S/E bit
 TYPE_ID = {"C_SC_NA_1": 45, "C_DC_NA_1": 46, "C_SE_NA_1": 48, "C_SE_NB_1": 49, "C_SE_NC_1": 50}
 
 COT_ACTIVATION_CON = 7
@@ -33,7 +37,7 @@ class CommandAnswer:
     negative: bool  # P/N bit
     common_address: int
     ioa: int
-    select: bool  # S/E bit of the qualifier: the answer is to the select step
+    select: bool  # S/E bit of a command's qualifier: the answer is to the select step
 
     @property
     def refusal(self) -> str:
@@ -60,4 +64,5 @@ def parse_command_answer(apdu: bytes) -> CommandAnswer | None:
     ca = apdu[10] | apdu[11] << 8
     ioa = apdu[12] | apdu[13] << 8 | apdu[14] << 16
     qualifier = apdu[_HEADER + 9 + length - 1]
-    return CommandAnswer(type_id, cot, bool(cot_octet & 0x40), ca, ioa, bool(qualifier & 0x80))
+    select = type_id in _SELECTABLE and bool(qualifier & 0x80)
+    return CommandAnswer(type_id, cot, bool(cot_octet & 0x40), ca, ioa, select)

@@ -30,6 +30,8 @@ import numpy as np
 from frontend_protocols.channel import HEARTBEAT_PERIOD_S, AdapterChannel, Heartbeat, Shutdown
 from frontend_protocols.errors import FrontendError
 from frontend_protocols.iec104.apdu import (
+    C_CI_NA_1,
+    C_IC_NA_1,
     COT_ACTIVATION_TERM,
     ELEMENT_LENGTH,
     TYPE_ID,
@@ -99,6 +101,7 @@ class _Rtu:
     next_gi: float = math.inf
     gi_running: bool = False
     ci_running: bool = False
+    gi_generation: int = 0  # tells a late c104 result of an old interrogation from the current one
     has_counters: bool = False  # integrated totals are not part of a GI: a counter interrogation follows it
     selected: dict[int, float] = field(default_factory=dict)  # control IOA -> selection expiry (monotonic)
 
@@ -485,14 +488,17 @@ class Iec104Master:
             if rtu.ci_running:
                 return
             rtu.ci_running = True
-            self._spawn("ci", rtu, lambda: conn.counter_interrogation(common_address=ca, wait_for_response=True))
+            self._spawn("ci", (rtu, rtu.gi_generation),
+                        lambda: conn.counter_interrogation(common_address=ca, wait_for_response=True))
             return
         if rtu.gi_running:
             return
         rtu.gi_running = True
+        rtu.gi_generation += 1
         rtu.next_gi = time.monotonic() + rtu.cfg.gi_period_s
         # wait_for_response makes c104 return only after ACT_CON and ACT_TERM (or its command time-out).
-        self._spawn("gi", rtu, lambda: conn.interrogation(common_address=ca, wait_for_response=True))
+        self._spawn("gi", (rtu, rtu.gi_generation),
+                    lambda: conn.interrogation(common_address=ca, wait_for_response=True))
 
     def _start_clock_sync(self, rtu: _Rtu) -> None:
         if not rtu.up:
@@ -510,21 +516,14 @@ class Iec104Master:
             if done.what == "control":
                 self._control_done(done)
             elif done.what == "gi":
-                rtu: _Rtu = done.key
-                if not rtu.gi_running:
-                    continue  # the link dropped meanwhile
-                rtu.gi_running = False
-                if done.ok:
-                    rtu.backoff_s = rtu.cfg.reconnect_backoff_s  # a full GI proves the link healthy
-                    self._count("gi_done")
-                    self._event(InterrogationDone(self._adapter, rtu.cfg.name, epoch_ms_now()))
-                    if rtu.has_counters:
-                        self._start_interrogation(rtu, counters=True)
-                else:
-                    self._count("gi_failed")
+                rtu, generation = done.key
+                if rtu.gi_running and generation == rtu.gi_generation:  # else: decided on the wire, or link lost
+                    self._gi_finished(rtu, done.ok)
             elif done.what == "ci":
-                done.key.ci_running = False
-                self._count("ci_done" if done.ok else "ci_failed")
+                rtu, generation = done.key
+                if rtu.ci_running and generation == rtu.gi_generation:
+                    rtu.ci_running = False
+                    self._count("ci_done" if done.ok else "ci_failed")
             else:
                 self._count("clock_sync_done" if done.ok else "clock_sync_failed")
 
@@ -592,12 +591,41 @@ class Iec104Master:
         self._pending[req.request_id] = _PendingControl(req, rtu, started, started + req.timeout_s)
         self._spawn("control", req.request_id, lambda: cmd.transmit(cause=c104.Cot.ACTIVATION))
 
+    def _gi_finished(self, rtu: _Rtu, ok: bool) -> None:
+        rtu.gi_running = False
+        if not ok:
+            self._count("gi_failed")
+            return
+        rtu.backoff_s = rtu.cfg.reconnect_backoff_s  # a full GI proves the link healthy
+        self._count("gi_done")
+        self._event(InterrogationDone(self._adapter, rtu.cfg.name, epoch_ms_now()))
+        if rtu.has_counters:
+            self._start_interrogation(rtu, counters=True)
+
+    def _interrogation_answer(self, address: str, ans: CommandAnswer) -> None:
+        """ACT_TERM ends an interrogation; a negative ACT_CON or COT 44..47 fails it."""
+        for rtu in self._rtus.values():
+            if not rtu.up or rtu.link.address != address or rtu.cfg.common_address != ans.common_address:
+                continue
+            failed = bool(ans.refusal)
+            if ans.cot != COT_ACTIVATION_TERM and not failed:
+                return  # positive ACT_CON: the data and the ACT_TERM follow
+            if ans.type_id == C_IC_NA_1 and rtu.gi_running:
+                self._gi_finished(rtu, not failed)
+            elif ans.type_id == C_CI_NA_1 and rtu.ci_running:
+                rtu.ci_running = False
+                self._count("ci_failed" if failed else "ci_done")
+            return
+
     def _drain_wire(self) -> None:
         while True:
             try:
                 address, ans = self._wire.get_nowait()
             except queue.Empty:
                 return
+            if ans.type_id in (C_IC_NA_1, C_CI_NA_1):
+                self._interrogation_answer(address, ans)
+                continue
             if ans.cot == COT_ACTIVATION_TERM:
                 continue  # the ACT_CON decided already; a late ACT_TERM must never flip a refusal
             for rid, pend in list(self._pending.items()):

@@ -202,6 +202,9 @@ class ScadaClient:
         req = pb.InterrogateRequest(rtu=rtu, counters=counters)
         return list(self._unary(self._rtus.Interrogate, req).rtus)
 
+    def server_status(self) -> pb.ServerStatus:
+        return self._unary(self._rtus.GetServerStatus, pb.GetServerStatusRequest())
+
     def sync_clock(self, rtu: str = "") -> list[str]:
         return list(self._unary(self._rtus.SyncClock, pb.SyncClockRequest(rtu=rtu)).rtus)
 

@@ -237,6 +237,20 @@ class RtuServicer(_Base, pb_grpc.RtuServiceServicer):
                   operator: OperatorConfig) -> pb.RtuRequestResponse:
         return self._each(request.rtu, context, lambda r: self._requests(context).sync_clock(r))
 
+    @_handled(Permission.READ, "read the server status")
+    def GetServerStatus(self, request: pb.GetServerStatusRequest, context: grpc.ServicerContext,
+                        operator: OperatorConfig) -> pb.ServerStatus:
+        st = self.s.rtdb.stats()
+        out = pb.ServerStatus(station=self.s.config.name, points=len(self.s.config.points), batches=st.batches,
+                              rows=st.rows, changes=st.changes, soe_events=st.soe_events, stale_marked=st.stale_marked,
+                              last_seq=st.last_seq, inbox_depth=st.inbox_depth)
+        for name, pending, drops in st.subscribers:
+            out.subscribers.add(name=name, pending=pending, dropped=drops)
+        for a in self.s.rtus.adapter_status() if self.s.rtus is not None else ():
+            out.adapters.add(name=a.name, running=a.running, restarts=a.restarts, pid=a.pid,
+                             last_heartbeat_ms=a.last_heartbeat_ms, counters=dict(a.counters))
+        return out
+
     def _requests(self, context: grpc.ServicerContext) -> Any:
         if self.s.rtus is None:
             _abort(context, grpc.StatusCode.UNIMPLEMENTED, "this server has no protocol adapters")

@@ -266,3 +266,19 @@ def test_rtu_status_interrogation_and_clock_sync(system: System, capsys: pytest.
     out = capsys.readouterr().out
     assert "clock synchronisation sent to: RTU-SHN, FRTU-RMU1, FRTU-RMU2" in out and "FRTU-RMU2" in out
     assert "UP" in out
+
+
+@pytest.mark.timeout(60)
+def test_server_status_shows_subscribers_and_adapters(system: System, capsys: pytest.CaptureFixture[str]) -> None:
+    from scada.client_cli import main as cli
+
+    # the adapter reports its counters with each heartbeat (every 0.25 s)
+    st = wait_for(lambda: (s := system.op.server_status()).adapters and s.adapters[0].counters["gi_done"] >= 3 and s,
+                  10, "heartbeat counting the three GIs")
+    assert st.points == len(system.config.points) and st.rows > 0 and st.changes > 0
+    assert {"alarms", "historian"} <= {s.name for s in st.subscribers}
+    (adapter,) = st.adapters
+    assert adapter.name == "iec104" and adapter.running and adapter.pid > 0
+    assert adapter.last_heartbeat_ms > 0 and adapter.counters.get("callback_errors", 0) == 0
+    assert cli(["--address", f"127.0.0.1:{system.center.grpc_port}", "--token", VIEWER, "status"]) == 0
+    assert "Protocol adapters" in capsys.readouterr().out

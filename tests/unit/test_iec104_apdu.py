@@ -33,3 +33,10 @@ def test_other_frames_are_ignored() -> None:
     assert parse_command_answer(bytes([0x68, 4, 0x43, 0x00, 0x00, 0x00])) is None  # U-frame TESTFR
     assert parse_command_answer(frame(46, 7, 1, 601, b"")[:-1]) is None  # truncated
     assert parse_command_answer(b"") is None and parse_command_answer(b"\x00" * 20) is None
+
+
+def test_interrogation_termination() -> None:
+    term = parse_command_answer(frame(100, 10, 12, 0, bytes([20])))
+    assert term is not None and term.type_id == 100 and term.cot == 10 and not term.select
+    ci = parse_command_answer(frame(101, 7, 12, 0, bytes([0x45])))  # QCC with a freeze bit: not a select
+    assert ci is not None and not ci.select and ci.refusal == ""

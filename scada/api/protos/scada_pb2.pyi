@@ -393,6 +393,69 @@ class RtuRequestResponse(_message.Message):
     rtus: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, rtus: _Optional[_Iterable[str]] = ...) -> None: ...
 
+class SubscriberStatus(_message.Message):
+    __slots__ = ("name", "pending", "dropped")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PENDING_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    pending: int
+    dropped: int
+    def __init__(self, name: _Optional[str] = ..., pending: _Optional[int] = ..., dropped: _Optional[int] = ...) -> None: ...
+
+class AdapterStatus(_message.Message):
+    __slots__ = ("name", "running", "restarts", "pid", "last_heartbeat_ms", "counters")
+    class CountersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_FIELD_NUMBER: _ClassVar[int]
+    RESTARTS_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    LAST_HEARTBEAT_MS_FIELD_NUMBER: _ClassVar[int]
+    COUNTERS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    running: bool
+    restarts: int
+    pid: int
+    last_heartbeat_ms: int
+    counters: _containers.ScalarMap[str, float]
+    def __init__(self, name: _Optional[str] = ..., running: _Optional[bool] = ..., restarts: _Optional[int] = ..., pid: _Optional[int] = ..., last_heartbeat_ms: _Optional[int] = ..., counters: _Optional[_Mapping[str, float]] = ...) -> None: ...
+
+class GetServerStatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ServerStatus(_message.Message):
+    __slots__ = ("station", "points", "batches", "rows", "changes", "soe_events", "stale_marked", "last_seq", "inbox_depth", "subscribers", "adapters")
+    STATION_FIELD_NUMBER: _ClassVar[int]
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    BATCHES_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    CHANGES_FIELD_NUMBER: _ClassVar[int]
+    SOE_EVENTS_FIELD_NUMBER: _ClassVar[int]
+    STALE_MARKED_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEQ_FIELD_NUMBER: _ClassVar[int]
+    INBOX_DEPTH_FIELD_NUMBER: _ClassVar[int]
+    SUBSCRIBERS_FIELD_NUMBER: _ClassVar[int]
+    ADAPTERS_FIELD_NUMBER: _ClassVar[int]
+    station: str
+    points: int
+    batches: int
+    rows: int
+    changes: int
+    soe_events: int
+    stale_marked: int
+    last_seq: int
+    inbox_depth: int
+    subscribers: _containers.RepeatedCompositeFieldContainer[SubscriberStatus]
+    adapters: _containers.RepeatedCompositeFieldContainer[AdapterStatus]
+    def __init__(self, station: _Optional[str] = ..., points: _Optional[int] = ..., batches: _Optional[int] = ..., rows: _Optional[int] = ..., changes: _Optional[int] = ..., soe_events: _Optional[int] = ..., stale_marked: _Optional[int] = ..., last_seq: _Optional[int] = ..., inbox_depth: _Optional[int] = ..., subscribers: _Optional[_Iterable[_Union[SubscriberStatus, _Mapping]]] = ..., adapters: _Optional[_Iterable[_Union[AdapterStatus, _Mapping]]] = ...) -> None: ...
+
 class Alarm(_message.Message):
     __slots__ = ("id", "key", "point", "point_name", "kind", "condition", "priority", "text", "value", "state", "raised_ms", "updated_ms", "cleared_ms", "acked_by", "acked_ms", "shelved_until_ms", "shelved_by", "shelve_reason", "occurrences", "shelved")
     ID_FIELD_NUMBER: _ClassVar[int]

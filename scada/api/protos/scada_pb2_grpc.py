@@ -494,6 +494,11 @@ class RtuServiceStub:
                 request_serializer=scada_dot_api_dot_protos_dot_scada__pb2.SyncClockRequest.SerializeToString,
                 response_deserializer=scada_dot_api_dot_protos_dot_scada__pb2.RtuRequestResponse.FromString,
                 _registered_method=True)
+        self.GetServerStatus = channel.unary_unary(
+                '/dscada.v1.RtuService/GetServerStatus',
+                request_serializer=scada_dot_api_dot_protos_dot_scada__pb2.GetServerStatusRequest.SerializeToString,
+                response_deserializer=scada_dot_api_dot_protos_dot_scada__pb2.ServerStatus.FromString,
+                _registered_method=True)
 
 
 class RtuServiceServicer:
@@ -517,6 +522,12 @@ class RtuServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetServerStatus(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RtuServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -534,6 +545,11 @@ def add_RtuServiceServicer_to_server(servicer, server):
                     servicer.SyncClock,
                     request_deserializer=scada_dot_api_dot_protos_dot_scada__pb2.SyncClockRequest.FromString,
                     response_serializer=scada_dot_api_dot_protos_dot_scada__pb2.RtuRequestResponse.SerializeToString,
+            ),
+            'GetServerStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetServerStatus,
+                    request_deserializer=scada_dot_api_dot_protos_dot_scada__pb2.GetServerStatusRequest.FromString,
+                    response_serializer=scada_dot_api_dot_protos_dot_scada__pb2.ServerStatus.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -617,6 +633,33 @@ class RtuService:
             '/dscada.v1.RtuService/SyncClock',
             scada_dot_api_dot_protos_dot_scada__pb2.SyncClockRequest.SerializeToString,
             scada_dot_api_dot_protos_dot_scada__pb2.RtuRequestResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetServerStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dscada.v1.RtuService/GetServerStatus',
+            scada_dot_api_dot_protos_dot_scada__pb2.GetServerStatusRequest.SerializeToString,
+            scada_dot_api_dot_protos_dot_scada__pb2.ServerStatus.FromString,
             options,
             channel_credentials,
             insecure,
