@@ -1,0 +1,151 @@
+"""``dscada model summary FILE [--json]``: import a CIM feeder and report what it holds.
+
+Standalone: ``python -m models.model_cli summary FILE``. Exit 0 on success, 2 when the file cannot be imported (every
+problem on stderr) or the arguments are wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from collections import Counter
+from typing import Any
+
+from models.cim import CimError, load_cim
+from models.network import MeasurementKind, NetworkModel, phase_text
+
+EXIT_OK = 0
+EXIT_INVALID = 2
+# Columns shown in the people's view (JSON carries all of them).
+_TABLE_COLUMNS = frozenset({"name", "kind", "transformer", "bus", "from_bus", "to_bus", "phases", "step",
+                            "normal_step", "low_step", "high_step", "normal_open", "open", "connection", "nominal_v",
+                            "p_w", "q_var", "rated_s_va"})
+
+
+def summarise(model: NetworkModel, import_s: float) -> dict[str, Any]:
+    """The summary as plain JSON-able data (the table view prints the same)."""
+    buses = model.buses
+
+    def bus_name(index: int) -> str:
+        return buses[index].name
+
+    mtypes: dict[str, Counter[str]] = {k.value: Counter() for k in MeasurementKind}
+    for m in model.measurements:
+        mtypes[m.kind.value][m.measurement_type] += 1
+    return {
+        "file": model.source,
+        "name": model.name,
+        "import_s": round(import_s, 4),
+        "elements": model.counts(),
+        "cim_classes": dict(model.diagnostics.class_counts),
+        "skipped_classes": dict(model.diagnostics.skipped_classes),
+        "notes": list(model.diagnostics.notes),
+        "tap_changers": [
+            {"name": t.name, "transformer": _name_of(model, t.transformer_mrid), "end_number": t.end_number,
+             "bus": bus_name(t.bus), "phases": phase_text(t.phases), "step": t.step, "normal_step": t.normal_step,
+             "neutral_step": t.neutral_step, "low_step": t.low_step, "high_step": t.high_step,
+             "step_voltage_increment_pct": t.step_voltage_increment_pct}
+            for t in model.tap_changers],
+        "switches": [
+            {"name": s.name, "kind": s.kind.value, "from_bus": bus_name(s.from_bus), "to_bus": bus_name(s.to_bus),
+             "phases": phase_text(s.phases), "normal_open": s.normal_open, "open": s.open}
+            for s in model.switches],
+        "capacitors": [
+            {"name": c.name, "bus": bus_name(c.bus), "phases": phase_text(c.phases), "connection": c.connection.value,
+             "nominal_v": c.nominal_v, "b_per_section_s": c.b_per_section_s, "sections": c.sections}
+            for c in model.capacitors],
+        "ders": [
+            {"name": d.name, "kind": d.kind.value, "bus": bus_name(d.bus), "phases": phase_text(d.phases),
+             "p_w": d.p_w, "q_var": d.q_var, "rated_s_va": d.rated_s_va, "units": len(d.units)}
+            for d in model.ders],
+        "measurement_types": {kind: dict(sorted(c.items())) for kind, c in mtypes.items()},
+        "load_total": {"p_w": sum(ld.p_w for ld in model.loads), "q_var": sum(ld.q_var for ld in model.loads)},
+    }
+
+
+def _name_of(model: NetworkModel, mrid: str) -> str:
+    for t in model.transformers:
+        if t.mrid == mrid:
+            return t.name
+    return mrid
+
+
+def _json_default(value: object) -> object:
+    raise TypeError(f"not JSON serialisable: {value!r}")
+
+
+def _clean(value: Any) -> Any:
+    """NaN is not JSON: write null."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
+
+
+def _print_tables(summary: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.print(f"[bold]{summary['name']}[/bold] from {summary['file']} (imported in {summary['import_s']:.3f} s)")
+
+    def simple(title: str, rows: dict[str, Any], key: str = "item", value: str = "count") -> None:
+        table = Table(title=title)
+        table.add_column(key)
+        table.add_column(value, justify="right")
+        for k, v in rows.items():
+            table.add_row(str(k), str(v))
+        console.print(table)
+
+    simple("Network model", summary["elements"], "element")
+    for kind, types in summary["measurement_types"].items():
+        simple(f"{kind.capitalize()} measurements by type", types, "measurementType")
+    for title, rows in (("Tap changers", summary["tap_changers"]), ("Switches", summary["switches"]),
+                        ("Capacitors", summary["capacitors"]), ("DERs", summary["ders"])):
+        if not rows:
+            continue
+        table = Table(title=title)
+        rows = [{k: v for k, v in row.items() if k in _TABLE_COLUMNS} for row in rows]
+        for col in rows[0]:
+            table.add_column(col)
+        for row in rows:
+            table.add_row(*(str(v) for v in row.values()))
+        console.print(table)
+    simple("CIM classes read", summary["cim_classes"], "class", "objects")
+    simple("Skipped classes (read, not used)", summary["skipped_classes"], "class", "objects")
+    for note in summary["notes"]:
+        console.print(f"note: {note}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="dscada model", description="Network model (CIM) tools")
+    sub = parser.add_subparsers(dest="action", required=True)
+    summary = sub.add_parser("summary", help="import a CIM RDF/XML feeder and report its contents")
+    summary.add_argument("file", help="CIM100 RDF/XML file")
+    summary.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    try:
+        args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    except SystemExit as exc:  # argparse exits on --help (0) or bad usage (2): return the code instead
+        return int(exc.code) if isinstance(exc.code, int) else EXIT_INVALID
+    started = time.perf_counter()
+    try:
+        model = load_cim(args.file)
+    except CimError as exc:
+        print(f"dscada model: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    data = _clean(summarise(model, time.perf_counter() - started))
+    if args.json:
+        print(json.dumps(data, indent=2, default=_json_default))
+    else:
+        _print_tables(data)
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
