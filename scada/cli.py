@@ -47,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("rtu-sim", help="run simulated IEC 104 RTUs (see 'dscada rtu-sim --help')", add_help=False)
     sub.add_parser("client", help="operator client (see 'dscada client --help')", add_help=False)
     sub.add_parser("model", help="network model tools: 'dscada model summary FILE [--json]'", add_help=False)
+    sub.add_parser("powerflow", help="power flow of a CIM feeder: 'dscada powerflow FILE --balanced [--json]'",
+                   add_help=False)
 
     p = sub.add_parser("demo", help="end-to-end demonstration on the embedded sample network")
     p.add_argument("--data-dir", help="keep the demo's databases here (default: a temporary folder)")
@@ -61,6 +63,10 @@ def main(argv: list[str] | None = None) -> int:
         from models.model_cli import main as model_main
 
         return model_main(argv[1:])
+    if argv and argv[0] == "powerflow":
+        from models.powerflow_cli import main as powerflow_main
+
+        return powerflow_main(argv[1:])
     if argv and argv[0] == "client":
         from scada.client_cli import main as client_main
 
