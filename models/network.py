@@ -263,7 +263,7 @@ class TransformerMeshImpedance:
 class TransformerShortCircuitTest:
     energised_end_number: int
     grounded_end_numbers: tuple[int, ...]
-    leakage_impedance_pct: float  # CIMHub writes percent on basePower
+    leakage_impedance_ohm: float  # CIM leakageImpedance: ohm referred to the energised end
     loss_w: float  # CIMHub writes kW: converted here
     base_power_va: float
 

@@ -13,8 +13,8 @@ Choices (each an approximation of the unbalanced feeder, stated so results are r
   unit rated three times the tank rating, whatever the number of tanks (a one-phase regulator regulates all three
   phases of the equivalent). Voltage ratio from the ends' rated voltages, scaled onto the first end's bus nominal.
   Impedances from TransformerMeshImpedance (ohm referred to the from end) or, for tanks, from the ShortCircuitTest
-  (its ``leakageImpedance`` is in ohm referred to the energised end, as CIM defines it, although the model's field is
-  named ``leakage_impedance_pct``) and its load loss. Clock numbers of the vector group give the phase shift.
+  (its ``leakageImpedance``, in ohm referred to the energised end as CIM defines it) and its load loss. Clock
+  numbers of the vector group give the phase shift.
 - Regulators: a ``trafo`` with a ratio tap changer on the tapped end; ``tap_pos`` is the mean of the per-phase steps
   (a float), so the balanced ratio is the mean of the per-phase ratios.
 - Loads: one three-phase constant-power load per bus with the sum of every load's P and Q (the ZIP response and
@@ -261,7 +261,7 @@ def _pair_impedance_pct(trafo: Transformer, ends: list[_End], i: int, j: int, ba
             if {test.energised_end_number, *test.grounded_end_numbers} == {i, j} and test.base_power_va > 0:
                 # leakageImpedance is ohm on the energised end; load loss in W on the test's base power.
                 z_base = end_by_number[test.energised_end_number].rated_u_v ** 2 / test.base_power_va
-                return test.leakage_impedance_pct / z_base * 100, test.loss_w / test.base_power_va * 100
+                return test.leakage_impedance_ohm / z_base * 100, test.loss_w / test.base_power_va * 100
     raise PowerFlowError(f"transformer {trafo.name!r} ({trafo.mrid}): no mesh impedance or short-circuit test "
                          f"between ends {i} and {j}")
 

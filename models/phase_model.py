@@ -272,7 +272,7 @@ def _units(tr: Transformer) -> list[tuple[tuple[TransformerWinding, TransformerW
             # CIMHub writes leakageImpedance in ohm referred to the energised end; the loss gives the resistance.
             r_ohm = test.loss_w * (w1.rated_u_v / w1.rated_s_va) ** 2 if test.loss_w > 0 else w1.r_ohm + w2.r_ohm * (
                 w1.rated_u_v / w2.rated_u_v) ** 2
-            z_abs = test.leakage_impedance_pct
+            z_abs = test.leakage_impedance_ohm
             x_ohm = math.sqrt(max(z_abs**2 - r_ohm**2, 0.0))
             z_pu = complex(r_ohm, x_ohm) / z_base1
         if z_pu == 0:
