@@ -120,3 +120,20 @@ class FreezableRelay:
                     s.close()
                 except OSError:
                     pass
+
+
+#: Reference data shared by the project (read-only); CI places shared/ beside the repository.
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+CIM_DIR = SHARED_DATA / "cim"
+IEEE123 = CIM_DIR / "IEEE123.xml"
+IEEE13 = CIM_DIR / "IEEE13.xml"
+
+
+def requires_reference_feeders():  # type: ignore[no-untyped-def]
+    """Skip marker for tests that read the IEEE feeders from shared/ (present in CI; missing only elsewhere)."""
+    import pytest
+
+    return pytest.mark.skipif(
+        not (IEEE123.is_file() and IEEE13.is_file()),
+        reason=f"reference CIM models not found in {CIM_DIR} (the shared/ folder must sit beside the repository)",
+    )

@@ -5,22 +5,15 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from pathlib import Path
 
 import pytest
+from support import IEEE13, IEEE123, requires_reference_feeders
 
 from models.cim import load_cim, read_rdf
 from models.model_cli import main
 from models.network import DerKind, MeasurementKind, NetworkModel, Phase, SwitchKind
 
-CIM_DIR = Path(__file__).resolve().parents[2].parent / "shared/data/cim"
-IEEE123 = CIM_DIR / "IEEE123.xml"
-IEEE13 = CIM_DIR / "IEEE13.xml"
-
-pytestmark = pytest.mark.skipif(
-    not (IEEE123.is_file() and IEEE13.is_file()),
-    reason=f"reference CIM models not found in {CIM_DIR} (the shared/ folder must sit beside the repository)",
-)
+pytestmark = requires_reference_feeders()
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandapower as pp
 import pytest
+from support import IEEE13, IEEE123, requires_reference_feeders
 
 from models.cim import load_cim
 from models.network import NetworkModel
@@ -23,24 +24,17 @@ from models.pandapower_net import (
 )
 from models.powerflow_cli import main
 
-CIM_DIR = Path(__file__).resolve().parents[2].parent / "shared/data/cim"
-IEEE123 = CIM_DIR / "IEEE123.xml"
-IEEE13 = CIM_DIR / "IEEE13.xml"
-
-pytestmark = pytest.mark.skipif(
-    not (IEEE123.is_file() and IEEE13.is_file()),
-    reason=f"reference CIM models not found in {CIM_DIR} (the shared/ folder must sit beside the repository)",
-)
-
-
-@pytest.fixture(scope="module")
-def ieee13() -> NetworkModel:
-    return load_cim(IEEE13)
+pytestmark = requires_reference_feeders()
 
 
 @pytest.fixture(scope="module")
 def ieee123() -> NetworkModel:
     return load_cim(IEEE123)
+
+
+@pytest.fixture(scope="module")
+def ieee13() -> NetworkModel:
+    return load_cim(IEEE13)
 
 
 @pytest.fixture(scope="module")
