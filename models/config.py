@@ -351,16 +351,11 @@ def parse_station_config(text: str, source: str = "<config>") -> StationConfig:
     )
 
 
-def _array(top: _Reader, key: str) -> list[Any]:
-    raw = top.get(key, list, [])
-    return raw
-
-
 def _operators(top: _Reader, source: str, loc: _Locator) -> tuple[OperatorConfig, ...]:
     out: list[OperatorConfig] = []
     seen_names: dict[str, int] = {}
     seen_tokens: dict[str, int] = {}
-    for i, raw in enumerate(_array(top, "operators")):
+    for i, raw in enumerate(top.get("operators", list, [])):
         r = _Reader(source, loc, raw, f"operators[{i}]", loc.line("operators", i))
         op = OperatorConfig(
             name=r.get("name", str, required=True), role=r.enum("role", Role), token=r.get("token", str, required=True)
@@ -381,7 +376,7 @@ def _rtus(top: _Reader, source: str, loc: _Locator) -> tuple[RtuConfig, ...]:
     out: list[RtuConfig] = []
     seen: dict[str, int] = {}
     seen_addr: dict[str, int] = {}
-    for i, raw in enumerate(_array(top, "rtus")):
+    for i, raw in enumerate(top.get("rtus", list, [])):
         r = _Reader(source, loc, raw, f"rtus[{i}]", loc.line("rtus", i))
         name = r.get("name", str, required=True)
         addrs = r.get("addresses", list, required=True)
@@ -426,7 +421,7 @@ def _points(
     sims: list[SimProfile] = []
     names: dict[str, int] = {}
     addresses: dict[tuple[str, int], str] = {}  # (rtu, IOA) -> "points[i] (name)"
-    for i, raw in enumerate(_array(top, "points")):
+    for i, raw in enumerate(top.get("points", list, [])):
         r = _Reader(source, loc, raw, f"points[{i}]", loc.line("points", i))
         name = r.get("name", str, required=True)
         r.where = f"points[{i}] ({name})"

@@ -317,12 +317,8 @@ class Rtdb:
             if not len(idx):
                 return
             self.quality[idx] |= np.uint16(bits)
-            cs = np.zeros(len(idx), dtype=CHANGE_DTYPE)
-            cs["point"] = idx
-            cs["value"] = self.value[idx]
-            cs["prev_value"] = self.value[idx]
-            cs["quality"] = self.quality[idx]
-            cs["source_time_ms"] = self.source_time_ms[idx]
+            cs = self._snapshot_locked(idx)  # the current state, with the new quality...
+            cs["prev_value"] = cs["value"]  # ...as a quality-only change from the supervisor
             cs["recv_time_ms"] = now_ms()
             cs["cause"] = Cause.SUPERVISION
             self._commit(cs, time.monotonic())
