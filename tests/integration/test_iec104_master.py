@@ -577,22 +577,23 @@ def test_command_results_come_from_the_wire(outstations, adapters) -> None:
     out = outstations()
     a = adapters(parse_station_config(station_toml([f"127.0.0.1:{out.port}"])))
     wait_gi(a)
-    statuses = []
-    for k in range(100):
-        value = 1 + k % 2
-        a.send(ctl(1000 + 2 * k, ControlAction.SELECT, value))
-        a.control(1000 + 2 * k)
-        a.send(ctl(1001 + 2 * k, ControlAction.EXECUTE, value))
-        statuses.append(a.control(1001 + 2 * k).status)
-    assert statuses == [ControlStatus.SUCCESS] * 100
+
+    def operate(rid: int, value: int) -> tuple[ControlStatus, bool]:
+        """The master's answer, and whether the outstation's command callback saw the execute at all."""
+        seen = len(out.commands)
+        a.send(ctl(rid, ControlAction.SELECT, value))
+        a.control(rid)
+        a.send(ctl(rid + 1, ControlAction.EXECUTE, value))
+        return a.control(rid + 1).status, len(out.commands) > seen
+
+    statuses = [operate(1000 + 2 * k, 1 + k % 2) for k in range(100)]
     out.answer = c104.ResponseState.FAILURE
-    refused = []
-    for k in range(20):
-        a.send(ctl(2000 + 2 * k, ControlAction.SELECT, 2))
-        a.control(2000 + 2 * k)
-        a.send(ctl(2001 + 2 * k, ControlAction.EXECUTE, 2))
-        refused.append(a.control(2001 + 2 * k).status)
-    assert refused == [ControlStatus.REFUSED_BY_FIELD] * 20
+    refused = [operate(2000 + 2 * k, 2) for k in range(20)]
+    # c104's server now and then drops an execute ("... without selection") without any answer: the field said
+    # nothing, so TIMEOUT is the right result there. Every answer the field did give must be reported as given.
+    for results, answer in ((statuses, ControlStatus.SUCCESS), (refused, ControlStatus.REFUSED_BY_FIELD)):
+        assert all(status is (answer if seen else ControlStatus.TIMEOUT) for status, seen in results), results
+        assert sum(seen for _, seen in results) >= len(results) - 2
     time.sleep(1.0)  # a last heartbeat with the counters
     counters = a.counters()
     print(f"c104 return values disagreeing with the wire: {counters.get('c104_result_disagreements', 0):.0f} "
