@@ -14,7 +14,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from models.errors import ConfigError
+from models.errors import ConfigError, ModelError
+from models.network import NetworkModel
 from models.points import (
     AnalogLimits,
     ControlDef,
@@ -153,6 +154,8 @@ class StationConfig:
     rtus: tuple[RtuConfig, ...]
     points: tuple[PointDef, ...]
     sim: tuple[SimProfile, ...]  # parallel to ``points``
+    network: NetworkModel | None = None  # the CIM network model of ``[network] cim``, loaded and validated
+
 
     def point(self, name: str) -> PointDef:
         for p in self.points:
@@ -333,6 +336,7 @@ def parse_station_config(text: str, source: str = "<config>") -> StationConfig:
     alarms = AlarmConfig(shelve_max_s=al.positive("shelve_max_s", 8 * 3600.0))
     al.finish()
 
+    network = _network(table("network"), source)
     operators = _operators(top, source, loc)
     rtus = _rtus(top, source, loc)
     points, sims = _points(top, source, loc, {r.name: r for r in rtus})
@@ -348,7 +352,25 @@ def parse_station_config(text: str, source: str = "<config>") -> StationConfig:
         rtus=rtus,
         points=points,
         sim=sims,
+        network=network,
     )
+
+
+def _network(r: _Reader, source: str) -> NetworkModel | None:
+    """``[network] cim = "file.xml"``: the CIM model, relative to the configuration file's folder."""
+    cim = r.get("cim", str, None)
+    r.finish()
+    if cim is None:
+        return None
+    from models.cim import load_cim  # the importer is only needed by stations that have a network model
+
+    path = Path(cim)
+    if not path.is_absolute():
+        path = Path(source).resolve().parent / path
+    try:
+        return load_cim(path)
+    except ModelError as exc:
+        raise r.fail("cim", f"cannot load the network model: {exc}") from None
 
 
 def _operators(top: _Reader, source: str, loc: _Locator) -> tuple[OperatorConfig, ...]:
