@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from models.errors import ConfigError, ModelError
+from models.measurement_points import DEFAULT_IOA_BASE, DerivedPoint, MeasurementBinding, RtuEquipment
 from models.network import NetworkModel
 from models.points import (
     AnalogLimits,
@@ -130,6 +131,10 @@ class RtuConfig:
     # link (no TCP close) is declared lost about 4 x t3 after its last frame. A closed socket is seen at once.
     t1_s: int = 15
     t3_s: int = 20
+    # CIM equipment-name globs: every measurement of matching equipment becomes a point of this RTU
+    # (models.measurement_points), numbered from ioa_base.
+    equipment: tuple[str, ...] = ()
+    ioa_base: int = DEFAULT_IOA_BASE
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +160,11 @@ class StationConfig:
     points: tuple[PointDef, ...]
     sim: tuple[SimProfile, ...]  # parallel to ``points``
     network: NetworkModel | None = None  # the CIM network model of ``[network] cim``, loaded and validated
+    # Parallel to ``points`` (or empty): the measurement a point was derived from, None for hand-written points.
+    bindings: tuple[MeasurementBinding | None, ...] = ()
 
+    def binding(self, point: PointDef) -> MeasurementBinding | None:
+        return self.bindings[point.id] if point.id < len(self.bindings) else None
 
     def point(self, name: str) -> PointDef:
         for p in self.points:
@@ -340,6 +349,9 @@ def parse_station_config(text: str, source: str = "<config>") -> StationConfig:
     operators = _operators(top, source, loc)
     rtus = _rtus(top, source, loc)
     points, sims = _points(top, source, loc, {r.name: r for r in rtus})
+    bindings: tuple[MeasurementBinding | None, ...] = ()
+    if any(r.equipment for r in rtus):
+        points, sims, bindings = _derived_points(top, source, loc, network, rtus, points, sims)
     top.finish()
     return StationConfig(
         name=name,
@@ -353,6 +365,7 @@ def parse_station_config(text: str, source: str = "<config>") -> StationConfig:
         points=points,
         sim=sims,
         network=network,
+        bindings=bindings,
     )
 
 
@@ -420,8 +433,14 @@ def _rtus(top: _Reader, source: str, loc: _Locator) -> tuple[RtuConfig, ...]:
             max_updates_per_s=r.positive("max_updates_per_s", 2000.0),
             t1_s=r.get("t1_s", int, 15),
             t3_s=r.get("t3_s", int, 20),
+            equipment=tuple(r.get("equipment", list, [])),
+            ioa_base=r.get("ioa_base", int, DEFAULT_IOA_BASE),
         )
         r.finish()
+        if not all(isinstance(g, str) and g for g in rtu.equipment):
+            raise r.fail("equipment", "must list CIM equipment-name globs (non-empty strings)")
+        if not 0 <= rtu.ioa_base <= 16_000_000:
+            raise r.fail("ioa_base", f"must be 0..16000000, got {rtu.ioa_base}")
         for key, value in (("t1_s", rtu.t1_s), ("t3_s", rtu.t3_s)):
             if not 1 <= value <= 255:
                 raise r.fail(key, f"must be 1..255 s (IEC 60870-5-104 timer), got {value}")
@@ -502,6 +521,62 @@ def _points(
         points.append(point)
         sims.append(sim)
     return tuple(points), tuple(sims)
+
+
+def _derived_points(top: _Reader, source: str, loc: _Locator, network: NetworkModel | None,
+                    rtus: tuple[RtuConfig, ...], points: tuple[PointDef, ...], sims: tuple[SimProfile, ...]
+                    ) -> tuple[tuple[PointDef, ...], tuple[SimProfile, ...], tuple[MeasurementBinding | None, ...]]:
+    """Append the points derived from the network's measurements (after the hand-written ones)."""
+    from models.measurement_points import derive_measurement_points
+
+    first = next(i for i, r in enumerate(rtus) if r.equipment)
+    r = _Reader(source, loc, {}, f"rtus[{first}] ({rtus[first].name})", loc.line("rtus", first))
+    if network is None:
+        raise r.fail("equipment", "needs a network model: add [network] cim = \"file.xml\"")
+    claims = [RtuEquipment(x.name, x.equipment, x.ioa_base) for x in rtus if x.equipment]
+    try:
+        derived = derive_measurement_points(network, claims)
+    except ConfigError as exc:
+        raise r.fail("equipment", str(exc)) from None
+    by_rtu = {x.name: x for x in rtus}
+    names = {p.name: p for p in points}
+    used: dict[tuple[str, int], str] = {}
+    for p in points:
+        for a in ([p.source.address] if p.kind is not PointKind.COMMAND else []) + (
+                [p.control.address] if p.control else []):
+            used[(p.source.rtu, a)] = p.name
+    out_points, out_sims = list(points), list(sims)
+    bindings: list[MeasurementBinding | None] = [None] * len(points)
+    for d in derived.points:
+        point = _derived_point_def(d, len(out_points), by_rtu[d.rtu])
+        if d.name in names:
+            raise r.fail("equipment", f"derived point {d.name!r} clashes with the hand-written point of that name")
+        for a in [point.source.address] + ([point.control.address] if point.control else []):
+            if not 1 <= a <= 16_777_215:
+                raise r.fail("ioa_base", f"derived point {d.name!r}: IOA {a} out of range 1..16777215")
+            if (d.rtu, a) in used:
+                raise r.fail("ioa_base", f"derived point {d.name!r}: IOA {a} on RTU {d.rtu!r} is already used by "
+                                         f"{used[(d.rtu, a)]!r}")
+            used[(d.rtu, a)] = d.name
+        names[d.name] = point
+        out_points.append(point)
+        out_sims.append(SimProfile(nominal=d.initial))
+        bindings.append(d.binding)
+    return tuple(out_points), tuple(out_sims), tuple(bindings)
+
+
+def _derived_point_def(d: DerivedPoint, point_id: int, rtu: RtuConfig) -> PointDef:
+    control = ControlDef(ControlType.DOUBLE, d.control_address) if d.control_address is not None else None
+    limits = None
+    if d.limits is not None:
+        lolo, lo, hi, hihi, deadband = d.limits
+        limits = AnalogLimits(lolo=lolo, lo=lo, hi=hi, hihi=hihi, deadband=deadband)
+    return PointDef(
+        id=point_id, name=d.name, kind=PointKind(d.kind),
+        source=PointSource(rtu.protocol.value, rtu.name, rtu.common_address, d.address, d.type_id),
+        units=d.units, element=d.element, terminal=d.terminal, description=d.description, control=control,
+        limits=limits, state_alarms=tuple(StateAlarm(v, Priority[p.upper()], t) for v, p, t in d.state_alarms),
+    )
 
 
 def _control(r: _Reader, kind: PointKind) -> ControlDef | None:

@@ -1,4 +1,6 @@
 """``dscada model summary FILE [--json]``: import a CIM feeder and report what it holds.
+``dscada model export-sample DIR [--json]``: write the embedded sample network (``models.sample_network``) as CIM100
+RDF/XML to ``DIR/sample_network.xml`` and print its path and element counts.
 
 Standalone: ``python -m models.model_cli summary FILE``. Exit 0 on success, 2 when the file cannot be imported (every
 problem on stderr) or the arguments are wrong.
@@ -123,16 +125,41 @@ def _print_tables(summary: dict[str, Any]) -> None:
         console.print(f"note: {note}")
 
 
+def _export_sample(directory: str, *, as_json: bool) -> int:
+    from models.sample_network import build_sample_network, export_sample
+
+    started = time.perf_counter()
+    try:
+        path = export_sample(directory)
+    except OSError as exc:
+        print(f"dscada model: cannot write the sample network to {directory}: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    counts = build_sample_network().counts()
+    if as_json:
+        print(json.dumps({"file": str(path), "bytes": path.stat().st_size, "export_s": round(
+            time.perf_counter() - started, 4), "elements": counts}, indent=2))
+    else:
+        print(path)
+        for key, value in counts.items():
+            print(f"  {key:24} {value}")
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dscada model", description="Network model (CIM) tools")
     sub = parser.add_subparsers(dest="action", required=True)
     summary = sub.add_parser("summary", help="import a CIM RDF/XML feeder and report its contents")
     summary.add_argument("file", help="CIM100 RDF/XML file")
     summary.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    export = sub.add_parser("export-sample", help="write the embedded sample network as CIM100 RDF/XML")
+    export.add_argument("dir", help="directory to write sample_network.xml into (created if missing)")
+    export.add_argument("--json", action="store_true", help="print JSON instead of text")
     try:
         args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     except SystemExit as exc:  # argparse exits on --help (0) or bad usage (2): return the code instead
         return int(exc.code) if isinstance(exc.code, int) else EXIT_INVALID
+    if args.action == "export-sample":
+        return _export_sample(args.dir, as_json=args.json)
     started = time.perf_counter()
     try:
         model = load_cim(args.file)

@@ -19,6 +19,8 @@ __all__ = [
     "BUS_DTYPE",
     "Bus",
     "Capacitor",
+    "Customer",
+    "CustomerKind",
     "Der",
     "DerKind",
     "DerUnit",
@@ -31,6 +33,7 @@ __all__ = [
     "MeasurementKind",
     "ModelDiagnostics",
     "NetworkModel",
+    "OtherEquipment",
     "Phase",
     "SequenceImpedance",
     "ShuntConnection",
@@ -483,6 +486,57 @@ class Measurement:
     bus: int | None
 
 
+class CustomerKind(StrEnum):
+    """CIM ``CustomerKind`` (IEC 61968-11): the literals as CIM spells them."""
+
+    COMMERCIAL_INDUSTRIAL = "commercialIndustrial"
+    ENERGY_SERVICE_SCHEDULER = "energyServiceScheduler"
+    ENERGY_SERVICE_SUPPLIER = "energyServiceSupplier"
+    ENTERPRISE = "enterprise"
+    INTERNAL_USE = "internalUse"
+    OTHER = "other"
+    PUMPING_LOAD = "pumpingLoad"
+    REGIONAL_OPERATOR = "regionalOperator"
+    RESIDENTIAL = "residential"
+    RESIDENTIAL_AND_COMMERCIAL = "residentialAndCommercial"
+    RESIDENTIAL_AND_STREETLIGHT = "residentialAndStreetlight"
+    RESIDENTIAL_FARM_SERVICE = "residentialFarmService"
+    RESIDENTIAL_STREETLIGHT_OTHERS = "residentialStreetlightOthers"
+    SUBSIDIARY = "subsidiary"
+    WIND_MACHINE = "windMachine"
+
+
+@dataclass(frozen=True, slots=True)
+class Customer:
+    """A customer's supply point: a CIM ``UsagePoint`` (its name is the consumer number) linked by
+    ``UsagePoint.Equipments`` to the EnergyConsumer that aggregates it; the kind is ``Customer.kind`` of the Customer
+    reached through ``UsagePoint.CustomerAgreement``. ``load``/``bus`` are None when the usage point names no load."""
+
+    mrid: str  # the UsagePoint's
+    consumer_number: str
+    load_mrid: str | None
+    load: int | None  # index into NetworkModel.loads
+    bus: int | None
+    phases: Phase  # UsagePoint.phaseCode; NONE when the file gives none
+    kind: CustomerKind | None
+    connection_category: str  # UsagePoint.connectionCategory (the utility's tariff category), "" when none
+    x: float  # UsagePoint.Location's first PositionPoint; NaN when none
+    y: float
+    customer_mrid: str | None = None
+    agreement_mrid: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OtherEquipment:
+    """Conducting equipment that terminals and measurements refer to but that has no electrical model here (a
+    BusbarSection, say): kept so the model can be written back to CIM whole."""
+
+    mrid: str
+    name: str
+    cim_class: str
+    feeder_mrid: str | None
+
+
 @dataclass(frozen=True, slots=True)
 class ModelDiagnostics:
     """What the import read and what it did not use."""
@@ -510,6 +564,8 @@ class NetworkModel:
     measurements: tuple[Measurement, ...]
     diagnostics: ModelDiagnostics
     _bus_by_cn: Mapping[str, int] = field(default_factory=dict, repr=False)
+    customers: tuple[Customer, ...] = ()
+    other_equipment: tuple[OtherEquipment, ...] = ()
 
     def bus_of_connectivity_node(self, cn_mrid: str) -> int:
         """Index of the bus holding a ConnectivityNode; KeyError naming the mRID when unknown."""
@@ -550,4 +606,5 @@ class NetworkModel:
             "analog_measurements": sum(1 for m in self.measurements if m.kind is MeasurementKind.ANALOG),
             "discrete_measurements": sum(1 for m in self.measurements if m.kind is MeasurementKind.DISCRETE),
             "nodes_with_coordinates": sum(1 for b in self.buses if not math.isnan(b.x)),
+            "customers": len(self.customers),
         }

@@ -7,6 +7,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 
 from models.errors import ModelError
 from rtu_sim.errors import SimulatorError
@@ -25,8 +26,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--load", type=float, default=0.0, metavar="CHANGES_PER_S",
                    help="also run the change-load generator at this total rate")
     p.add_argument("--status-share", type=float, default=0.1, help="share of load changes that flip a status point")
+    p.add_argument("--fault", action="append", default=[], metavar="LINE[@S]",
+                   help="place a fault on this line (name or mRID) S seconds after start (default 0; repeatable; "
+                        "needs a station with a [network] model; also the control socket's op 'fault')")
+    p.add_argument("--fault-kind", default="three_phase", choices=["three_phase", "line_to_ground"],
+                   help="kind of the --fault faults (default three_phase)")
+    p.add_argument("--physics-period", type=float, default=5.0, metavar="S",
+                   help="rerun the grid power flow every S seconds (default 5; also after every switching)")
+    p.add_argument("--no-physics", action="store_true",
+                   help="do not drive measurement points from a power flow of the [network] model")
     p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     return p
+
+
+def _parse_fault(text: str) -> tuple[str, float]:
+    """``LINE`` or ``LINE@SECONDS`` -> (line, seconds after start)."""
+    line, _, at = text.partition("@")
+    at_s = float(at) if at else 0.0
+    if not line or at_s < 0:
+        raise ValueError(f"--fault {text!r}: expected LINE or LINE@SECONDS (seconds >= 0)")
+    return line, at_s
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,12 +55,18 @@ def main(argv: list[str] | None = None) -> int:
     from models.config import load_station_config
     from models.samples import sample_station_path
     from rtu_sim.control_socket import ControlSocketServer
+    from rtu_sim.grid_driver import PhysicsSettings
     from rtu_sim.simulator import RtuSimulator
 
     try:
         config = load_station_config(args.config or sample_station_path())
-        sim = RtuSimulator(config, args.rtu, seed=args.seed, tick_s=args.tick)
-    except (ModelError, SimulatorError) as exc:
+        faults = [_parse_fault(f) for f in args.fault]
+        physics: PhysicsSettings | bool = False if args.no_physics else PhysicsSettings(period_s=args.physics_period)
+        sim = RtuSimulator(config, args.rtu, seed=args.seed, tick_s=args.tick, physics=physics)
+        if faults and sim.physics is None:
+            raise SimulatorError("--fault needs grid physics: a station with a [network] model and RTUs with "
+                                 "equipment")
+    except (ModelError, SimulatorError, ValueError) as exc:
         print(f"dscada rtu-sim: {exc}", file=sys.stderr)
         return 2
     stop = threading.Event()
@@ -68,6 +93,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  control socket: {control.host}:{control.port} (JSON lines)", flush=True)
         if args.load > 0:
             print(f"  change load: {args.load:g}/s, status share {args.status_share:g}", flush=True)
+        if sim.physics is not None:
+            print(f"  grid physics: {sim.physics.model.name!r}, flow every {args.physics_period:g} s", flush=True)
+        started = time.monotonic()
+        for line, at_s in sorted(faults, key=lambda f: f[1]):
+            if stop.wait(max(0.0, started + at_s - time.monotonic())):
+                break
+            try:
+                result = sim.place_fault(line, args.fault_kind)
+                print(f"  fault on {result.line_name} ({result.kind.value}): tripped {', '.join(result.tripped)}"
+                      f"; FPIs {', '.join(result.fpis) or 'none'}", flush=True)
+            except SimulatorError as exc:
+                print(f"dscada rtu-sim: fault on {line!r} not placed: {exc}", file=sys.stderr, flush=True)
         stop.wait()
         print("dscada rtu-sim: stopping", flush=True)
         return 0

@@ -85,6 +85,8 @@ class ControlSocketServer:
             "trip": self._trip, "set": self._set, "release": self._release, "fpi": self._fpi,
             "link_down": self._link_down, "link_up": self._link_up, "block": self._block, "value": self._value,
             "stats": self._stats, "list": self._list, "load_start": self._load_start, "load_stop": self._load_stop,
+            "fault": self._fault, "clear_fault": self._clear_fault, "reset_fpis": self._reset_fpis,
+            "physics": self._physics,
         }
         self._conns: set[socket.socket] = set()
         self._conns_lock = threading.Lock()
@@ -247,6 +249,28 @@ class ControlSocketServer:
     def _load_stop(self, req: dict[str, Any]) -> dict[str, Any]:
         self.sim.stop_change_load()
         return {}
+
+    def _fault(self, req: dict[str, Any]) -> dict[str, Any]:
+        line = _field(req, "line", str)
+        result = self.sim.place_fault(line, _field(req, "kind", str, "three_phase"))
+        return {"line": result.line_name, "kind": result.kind.value, "tripped": list(result.tripped),
+                "fpis": list(result.fpis), "time_ms": result.time_ms}
+
+    def _clear_fault(self, req: dict[str, Any]) -> dict[str, Any]:
+        return {"cleared": list(self.sim.clear_fault(_field(req, "line", str, None)))}
+
+    def _reset_fpis(self, req: dict[str, Any]) -> dict[str, Any]:
+        return {"reset": list(self.sim.reset_fpis(_field(req, "switch", str, None)))}
+
+    def _physics(self, req: dict[str, Any]) -> dict[str, Any]:
+        physics = self.sim.physics
+        if physics is None:
+            raise RequestError("this simulator has no grid physics (no [network] model or no bound points)")
+        last = physics.last
+        return {"faults": {k: v.value for k, v in physics.faults().items()}, "fpis": list(physics.fpi_picked_up()),
+                "last_solve": None if last is None else {"epoch_s": last.epoch_s, "converged": last.converged,
+                                                         "solve_s": last.solve_s,
+                                                         "dead_buses": int((last.bus_v_ln_kv <= 0).sum())}}
 
 
 def send_request(host: str, port: int, request: dict[str, Any], *, timeout_s: float = 5.0) -> dict[str, Any]:

@@ -134,6 +134,9 @@ class Outstation104:
         self._executed = 0
         self._refused = 0
         self._counter_refresh_due_s = 0.0
+        # Called (outside the locks, on c104's thread) after a command changed a status point: the grid physics
+        # follows the switch this way. Must not raise; must not call back into c104.
+        self.on_command_applied: Callable[[PointDef, float], None] | None = None
 
         self._slots = [_Slot(i, p, s) for i, (p, s) in enumerate(zip(points, sims, strict=True))]
         self._by_name = {s.point.name: s for s in self._slots}
@@ -330,6 +333,12 @@ class Outstation104:
                 s.forced = True
             self._change(s, float(value), quality, stamp, c104.Cot.SPONTANEOUS)
 
+    def held(self, name: str) -> bool:
+        """True while ``set_value`` holds the point (the curve or the grid physics does not drive it)."""
+        s = self._slot(name)
+        with self._lock:
+            return s.forced
+
     def release(self, name: str) -> None:
         """Let the load curve drive a point again after set_value; the measurement is healthy again."""
         s = self._slot(name)
@@ -446,6 +455,9 @@ class Outstation104:
                     if prot.value:
                         self._change(prot, 0.0, prot.quality, stamp, c104.Cot.SPONTANEOUS)
             self._change(s, new, s.quality, stamp, c104.Cot.RETURN_INFO_REMOTE)
+        hook = self.on_command_applied
+        if hook is not None:
+            hook(p, new)
         return c104.ResponseState.SUCCESS
 
     def _refuse(self, p: PointDef, why: str) -> c104.ResponseState:

@@ -1,7 +1,9 @@
 """The multi-RTU host: builds one Outstation104 per configured RTU and drives them from one loop thread.
 
 The loop thread (every ``loop_period_s``) generates load-test changes, runs the load-curve tick every ``tick_s`` and
-pumps each RTU's paced send queue. Scripted events (trip, set, FPI, link, block) may come from any thread.
+pumps each RTU's paced send queue. Scripted events (trip, set, FPI, link, block, fault) may come from any thread.
+When the station has a network model, the points derived from its measurements are driven by the grid physics
+(``rtu_sim.physics`` through ``rtu_sim.grid_driver``): a power flow of the model, rerun periodically and on switching.
 """
 
 from __future__ import annotations
@@ -13,12 +15,17 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from models.config import StationConfig
-from models.points import PointDef, PointKind, Quality
+from models.points import DoubleState, PointDef, PointKind, Quality
 from models.timebase import now_ms
 from rtu_sim.errors import SimulatorError, UnknownPointError, UnknownRtuError
 from rtu_sim.outstation104 import Outstation104, RtuStats
+
+if TYPE_CHECKING:
+    from rtu_sim.grid_driver import PhysicsDriver, PhysicsSettings
+    from rtu_sim.physics import FaultKind, FaultResult, GridPhysics
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +64,9 @@ class RtuSimulator:
     """Simulated IEC 104 RTUs of a station configuration (all of them, or the ones named in ``rtus``)."""
 
     def __init__(self, config: StationConfig, rtus: Sequence[str] | None = None, *, seed: int = 0,
-                 tick_s: float = 0.1) -> None:
+                 tick_s: float = 0.1, physics: PhysicsSettings | None | bool = True) -> None:
+        """``physics``: settings of the grid physics, True for the defaults, False/None for none (the points bound to
+        measurements then keep their static profile)."""
         if tick_s <= 0:
             raise SimulatorError(f"tick_s must be > 0, got {tick_s}")
         names = [r.name for r in config.rtus] if rtus is None else list(rtus)
@@ -94,6 +103,29 @@ class RtuSimulator:
         self._load_last_s = 0.0
         self._load_candidates: tuple[list[tuple[Outstation104, str]], list[tuple[Outstation104, str]]] = ([], [])
         self._changes_generated = 0
+        self._driver: PhysicsDriver | None = None
+        if physics:
+            self._driver = self._build_physics(seed, physics)
+
+    def _build_physics(self, seed: int, settings: PhysicsSettings | bool) -> PhysicsDriver | None:
+        model = self.config.network
+        if model is None or not self.config.bindings:
+            return None
+        bound = []
+        for p in self.config.points:
+            b = self.config.binding(p)
+            if b is not None and p.name in self._point_rtu:
+                bound.append((self._point_rtu[p.name], p, b))
+        if not bound:
+            return None
+        from rtu_sim.grid_driver import PhysicsDriver, PhysicsSettings  # pandapower loads only when needed
+        from rtu_sim.physics import GridPhysics
+
+        if not isinstance(settings, PhysicsSettings):
+            settings = PhysicsSettings()
+        driver = PhysicsDriver(GridPhysics(model, seed=seed, noise_pct=settings.noise_pct), bound, settings)
+        driver.initialise()
+        return driver
 
     # ------------------------------------------------------------------------------------------- lifecycle
 
@@ -124,6 +156,8 @@ class RtuSimulator:
             raise
         self._thread = threading.Thread(target=self._run, name="rtu-sim-loop", daemon=True)
         self._thread.start()
+        if self._driver is not None:
+            self._driver.start()
 
     def stop(self) -> None:
         with self._lock:
@@ -131,6 +165,8 @@ class RtuSimulator:
                 return
             self._stopped = True
         self._stop.set()
+        if self._driver is not None:
+            self._driver.stop()
         if self._thread is not None:
             self._thread.join(timeout=10.0)
             if self._thread.is_alive():
@@ -195,6 +231,7 @@ class RtuSimulator:
         An analog or counter set this way is held there (the load curve stops driving it) until ``release``.
         """
         self._rtu_of(point).set_value(point, value, Quality(quality))
+        self._follow_switch(point, value)
 
     def release(self, point: str) -> None:
         """Let the load curve drive a point again after ``set_value``."""
@@ -205,7 +242,54 @@ class RtuSimulator:
 
         Returns the protection points that were set.
         """
-        return self._rtu_of(breaker_point).trip(breaker_point)
+        protection = self._rtu_of(breaker_point).trip(breaker_point)
+        self._follow_switch(breaker_point, float(DoubleState.OFF))
+        return protection
+
+    def _follow_switch(self, point: str, value: float) -> None:
+        """A bound Pos point was set from outside the physics: the physics follows the switch."""
+        from models.measurement_points import Quantity
+
+        b = self._driver.binding(point) if self._driver is not None else None
+        if b is not None and b.quantity is Quantity.SWITCH_POSITION and value in (DoubleState.ON, DoubleState.OFF):
+            assert self._driver is not None
+            self._driver.switch_changed(point, value == DoubleState.ON)
+
+    # ------------------------------------------------------------------------------------------- grid physics
+
+    @property
+    def physics(self) -> GridPhysics | None:
+        """The grid physics driving the measurement points, None when the station has no network model."""
+        return self._driver.physics if self._driver is not None else None
+
+    def _require_driver(self) -> PhysicsDriver:
+        if self._driver is None:
+            raise SimulatorError(f"{self.config.source_path}: no grid physics (the station has no [network] model "
+                                 f"or no RTU hosted here has equipment)")
+        return self._driver
+
+    def place_fault(self, line: str, kind: FaultKind | str = "three_phase") -> FaultResult:
+        """Fault a line (name or mRID): the upstream breaker/recloser trips, FPIs on the path pick up, the flow
+        is rerun (downstream dead) and all of it is reported spontaneously."""
+        from rtu_sim.physics import FaultKind, PhysicsError
+
+        try:
+            fault_kind = FaultKind(kind)
+        except ValueError:
+            raise PhysicsError(f"unknown fault kind {kind!r} (expected: "
+                               f"{', '.join(k.value for k in FaultKind)})") from None
+        return self._require_driver().place_fault(line, fault_kind)
+
+    def clear_fault(self, line: str | None = None) -> tuple[str, ...]:
+        """Remove a line's fault (None: all); returns the lines cleared. Tripped devices stay open."""
+        return self._require_driver().clear_fault(line)
+
+    def reset_fpis(self, switch: str | None = None) -> tuple[str, ...]:
+        return self._require_driver().reset_fpis(switch)
+
+    def solve_now(self) -> None:
+        """Rerun the flow at once (asynchronously, on the physics thread)."""
+        self._require_driver().request_solve()
 
     def fpi(self, point: str, picked_up: bool = True) -> None:
         self._rtu_of(point).fpi(point, picked_up)

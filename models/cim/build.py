@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Iterable
+from dataclasses import replace
 from enum import Enum
 from pathlib import Path
 from typing import TypeVar
@@ -24,6 +25,8 @@ from models.cim.rdf import CimGraph, CimObject, read_rdf
 from models.network import (
     Bus,
     Capacitor,
+    Customer,
+    CustomerKind,
     Der,
     DerKind,
     DerUnit,
@@ -36,6 +39,7 @@ from models.network import (
     MeasurementKind,
     ModelDiagnostics,
     NetworkModel,
+    OtherEquipment,
     Phase,
     SequenceImpedance,
     ShuntConnection,
@@ -76,8 +80,12 @@ USED_CLASSES = frozenset({
     "TransformerEndInfo", "ShortCircuitTest", "NoLoadTest", "RatioTapChanger", "TapChangerControl",
     "EnergySource", "EnergyConsumer", "EnergyConsumerPhase", "LoadResponseCharacteristic",
     "LinearShuntCompensator", "LinearShuntCompensatorPhase", "SwitchPhase", "PowerElectronicsConnection",
-    "PowerElectronicsConnectionPhase", "Analog", "Discrete", *SWITCH_CLASSES, *DER_UNIT_KINDS,
+    "PowerElectronicsConnectionPhase", "Analog", "Discrete", "UsagePoint", "CustomerAgreement", "Customer",
+    *SWITCH_CLASSES, *DER_UNIT_KINDS,
 })
+# Equipment classes with an electrical model; terminals of any other class belong to OtherEquipment.
+MODELLED_EQUIPMENT = frozenset({"ACLineSegment", "PowerTransformer", "EnergyConsumer", "LinearShuntCompensator",
+                                "PowerElectronicsConnection", "EnergySource", *SWITCH_CLASSES})
 
 
 def load_cim(path: str | Path) -> NetworkModel:
@@ -238,6 +246,9 @@ class _Builder:
         ders = self._ders()
         sources = self._sources()
         measurements = self._measurements()
+        other = self._other_equipment()
+        customers = self._customers(loads)
+        loads = self._customer_counts(loads, customers)
         if self.problems:
             raise CimError(g.source, tuple(self.problems))
         buses = tuple(
@@ -245,17 +256,19 @@ class _Builder:
                 self.bus_xy[i][0], self.bus_xy[i][1], self._bus_feeder(i))
             for i, (mrid, name) in enumerate(self.bus_ids))
         counts = g.class_counts()
-        skipped = {cls: n for cls, n in counts.items() if cls not in USED_CLASSES}
+        kept = {e.cim_class for e in other}  # equipment kept as OtherEquipment is used, not skipped
+        skipped = {cls: n for cls, n in counts.items() if cls not in USED_CLASSES and cls not in kept}
         skipped.update(g.foreign_counts)
         notes = []
         if not feeders:
             notes.append("no Feeder in the file: feeder membership is empty")
-        name = feeders[0].name if feeders else Path(g.source).stem
+        name = feeders[0].name if len(feeders) == 1 else Path(g.source).stem  # several feeders: the file's name
         return NetworkModel(
             name=name, source=g.source, buses=buses, terminals=tuple(self.terminals.values()), lines=lines,
             transformers=transformers, tap_changers=tap_changers, switches=switches, loads=loads,
             capacitors=capacitors, ders=ders, sources=sources, feeders=feeders, measurements=measurements,
-            diagnostics=ModelDiagnostics(counts, skipped, tuple(notes)), _bus_by_cn=dict(self.bus_of_cn))
+            diagnostics=ModelDiagnostics(counts, skipped, tuple(notes)), _bus_by_cn=dict(self.bus_of_cn),
+            customers=customers, other_equipment=other)
 
     def _bus_feeder(self, bus: int) -> str | None:
         for cn in self.bus_cns[bus]:
@@ -694,6 +707,65 @@ class _Builder:
                 result.append(Measurement(meas.mrid, meas.name, kind, mtype, phases, element.mrid,
                                           element.cim_class, term.mrid if term else None, bus))
         return tuple(result)
+
+    def _other_equipment(self) -> tuple[OtherEquipment, ...]:
+        result = []
+        for mrid in self.terms_of:
+            obj = self.g.objects[mrid]
+            if obj.cim_class not in MODELLED_EQUIPMENT:
+                self.equipment_buses(obj, 1)  # its BaseVoltage and Location still describe the bus
+                result.append(OtherEquipment(obj.mrid, obj.name, obj.cim_class, self.feeder_of(obj)))
+        return tuple(result)
+
+    def _customers(self, loads: tuple[Load, ...]) -> tuple[Customer, ...]:
+        """UsagePoints (IEC 61968 Metering) and the equipment they are linked to, from either end."""
+        load_index = {ld.mrid: i for i, ld in enumerate(loads)}
+        equipment_of: dict[str, list[str]] = defaultdict(list)
+        for up in self.g.of("UsagePoint"):
+            equipment_of[up.mrid].extend(up.refs.get("UsagePoint.Equipments", ()))
+        for obj in self.g.objects.values():
+            for ref in obj.refs.get("Equipment.UsagePoints", ()):
+                if ref in self.g.objects and obj.mrid not in equipment_of[ref]:
+                    equipment_of[ref].append(obj.mrid)
+        result = []
+        for up in self.g.of("UsagePoint"):
+            refs = equipment_of.get(up.mrid, [])
+            missing = [r for r in refs if r not in self.g.objects]
+            if missing:
+                self.problem(up, f"UsagePoint.Equipments refers to {missing[0]}, which is not in the file "
+                                 "(dangling reference)")
+                continue
+            load_mrid = next((r for r in refs if r in load_index), None)
+            eq_mrid = load_mrid or (refs[0] if refs else None)
+            terms = self.terms_of.get(eq_mrid or "", [])
+            kind: CustomerKind | None = None
+            customer: CimObject | None = None
+            agreement = self.target(up, "UsagePoint.CustomerAgreement", ("CustomerAgreement",), required=False)
+            if agreement is not None:
+                customer = self.target(agreement, "CustomerAgreement.Customer", ("Customer",), required=False)
+                if customer is not None:
+                    kind = self.enum(customer, "Customer.kind", CustomerKind, CustomerKind.OTHER) \
+                        if "Customer.kind" in customer.values else None
+            points = self.points_of.get(up.ref("UsagePoint.Location") or "")
+            x, y = (NAN, NAN) if not points else (self.number(points[0], "PositionPoint.xPosition"),
+                                                  self.number(points[0], "PositionPoint.yPosition"))
+            result.append(Customer(
+                up.mrid, up.name, load_mrid, load_index.get(load_mrid or ""),
+                loads[load_index[load_mrid]].bus if load_mrid else (terms[0].bus if terms else None),
+                self.phases(up, "UsagePoint.phaseCode", Phase.NONE), kind,
+                up.values.get("UsagePoint.connectionCategory", ""), x, y,
+                customer.mrid if customer is not None else None, agreement.mrid if agreement is not None else None))
+        return tuple(result)
+
+    def _customer_counts(self, loads: tuple[Load, ...], customers: tuple[Customer, ...]) -> tuple[Load, ...]:
+        """A load whose EnergyConsumer gives no customerCount counts its usage points."""
+        per_load: dict[str, int] = defaultdict(int)
+        for c in customers:
+            if c.load_mrid is not None:
+                per_load[c.load_mrid] += 1
+        given = {ec.mrid for ec in self.g.of("EnergyConsumer") if ec.values.get("EnergyConsumer.customerCount")}
+        return tuple(ld if ld.mrid in given or ld.mrid not in per_load
+                     else replace(ld, customer_count=per_load[ld.mrid]) for ld in loads)
 
 
 def _with_regulator(t: Transformer, regulated: set[str]) -> Transformer:

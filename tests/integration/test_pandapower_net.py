@@ -160,4 +160,4 @@ def test_cli_table_and_errors(capsys: pytest.CaptureFixture[str], tmp_path: Path
     assert main([str(broken), "--balanced"]) == 2
     err = capsys.readouterr().err
     assert "broken.xml" in err and "not well-formed" in err
-    assert main([str(IEEE13)]) == 2  # --balanced is the only method and must be asked for
+    assert main([str(IEEE13), "--balanced", "--three-phase"]) == 2  # one method at a time

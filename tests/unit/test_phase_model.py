@@ -12,6 +12,7 @@ from models.cim import load_cim
 from models.network import NetworkModel, Phase
 from models.phase_model import (
     SWITCH_Z_OHM,
+    BranchBlock,
     ElementKind,
     PhaseModel,
     PhaseModelError,
@@ -130,8 +131,48 @@ def test_capacitor_shunt(net: NetworkModel, pm: PhaseModel) -> None:
     assert math.isclose(abs(cap.sum()), 3 * c83.b_per_section_s + 3 * 0.008666106, rel_tol=1e-9)
 
 
+@pytest.fixture(scope="module")
+def ieee13() -> tuple[NetworkModel, PhaseModel]:
+    if not IEEE13.is_file():
+        pytest.skip(f"IEEE13.xml not found in {CIM_DIR}")
+    net13 = load_cim(IEEE13)
+    return net13, build_phase_model(net13)
+
+
+def _block(pm: PhaseModel, name: str) -> list[BranchBlock]:
+    return [b for b in pm.branches if b.name == name]
+
+
 @pytest.mark.timeout(60)
-@pytest.mark.skipif(not IEEE13.is_file(), reason=f"IEEE13.xml not found in {CIM_DIR}")
-def test_three_winding_units_are_refused_by_name() -> None:
-    with pytest.raises(PhaseModelError, match="transformer 'sub3': 3 windings in one unit"):
-        build_phase_model(load_cim(IEEE13))
+def test_three_winding_substation_transformer_is_built(ieee13: tuple[NetworkModel, PhaseModel]) -> None:
+    net13, pm13 = ieee13
+    blocks = _block(pm13, "sub3")
+    assert len(blocks) == 3  # one single-phase unit per phase, each D (2 nodes) + Yn + Y (1 node each)
+    assert all(sorted(b.terminals.tolist()) == [1, 1, 2, 3] for b in blocks)
+    idx = pm13.node_index()
+    # Dyn1: the wye phase A winding sits across source phases A and C (30 degree lag), not A-B
+    unit_a = next(b for b in blocks if idx["650.1"] in b.nodes)
+    hv = {pm13.node_names[n] for n, t in zip(unit_a.nodes, unit_a.terminals, strict=True) if t == 1}
+    assert hv == {"SOURCEBUS.1", "SOURCEBUS.3"}
+    assert pm13.float_guard_s[idx["650.1"]] > 0 and pm13.float_guard_s[idx["632.1"]] == 0
+
+
+@pytest.mark.timeout(60)
+def test_three_winding_primitive_reproduces_the_short_circuit_tests(ieee13: tuple[NetworkModel, PhaseModel]) -> None:
+    net13, pm13 = ieee13
+    (block,) = _block(pm13, "tpoletop")
+    tr = next(t for t in net13.transformers if t.name == "tpoletop")
+    w1 = next(w for w in tr.windings if w.end_number == 1)
+    y = block.y_s
+    order = {int(t): i for i, t in enumerate(block.terminals)}
+    i1, i2, i3 = order[1], order[2], order[3]
+    # winding 2 shorted, winding 3 open: the impedance seen from winding 1 is the 1-2 short-circuit impedance
+    z12 = 1 / (y[i1, i1] - y[i1, i3] * y[i3, i1] / y[i3, i3])
+    test12 = next(t for t in tr.tanks[0].short_circuit_tests if t.grounded_end_numbers == (2,))
+    assert abs(z12) == pytest.approx(test12.leakage_impedance_ohm, rel=1e-9)
+    assert z12.real == pytest.approx(test12.loss_w / w1.rated_s_va * w1.rated_u_v**2 / w1.rated_s_va, rel=1e-9)
+    # centre tap: s2 is wound the other way, so winding 1 couples to s1 and s2 with opposite signs
+    assert y[i1, i2] == pytest.approx(-y[i1, i3], rel=1e-9)
+    idx = pm13.node_index()
+    assert {pm13.node_names[n] for n in block.nodes} == {"670.2", "HOUSE.1", "HOUSE.2"}
+    assert pm13.node_base_v[idx["HOUSE.1"]] == pytest.approx(120.0)
