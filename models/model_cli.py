@@ -145,6 +145,13 @@ def _export_sample(directory: str, *, as_json: bool) -> int:
     return EXIT_OK
 
 
+_GIS_ACTIONS = {
+    "apply-diff": "GIS import: validate a CIM difference against a base file (and merge it)",
+    "make-diff": "GIS import: compare a full new CIM file with the base, as a difference",
+    "export-changes": "GIS export: switching/NOP changes as a CIM difference (feeder and DT changes)",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dscada model", description="Network model (CIM) tools")
     sub = parser.add_subparsers(dest="action", required=True)
@@ -154,8 +161,15 @@ def main(argv: list[str] | None = None) -> int:
     export = sub.add_parser("export-sample", help="write the embedded sample network as CIM100 RDF/XML")
     export.add_argument("dir", help="directory to write sample_network.xml into (created if missing)")
     export.add_argument("--json", action="store_true", help="print JSON instead of text")
+    for action, text in _GIS_ACTIONS.items():
+        sub.add_parser(action, help=text, add_help=False)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in _GIS_ACTIONS:
+        from models.gis_cli import main as gis_main
+
+        return gis_main(argv)
     try:
-        args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+        args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits on --help (0) or bad usage (2): return the code instead
         return int(exc.code) if isinstance(exc.code, int) else EXIT_INVALID
     if args.action == "export-sample":

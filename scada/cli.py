@@ -46,9 +46,10 @@ def main(argv: list[str] | None = None) -> int:
 
     sub.add_parser("rtu-sim", help="run simulated IEC 104 RTUs (see 'dscada rtu-sim --help')", add_help=False)
     sub.add_parser("client", help="operator client (see 'dscada client --help')", add_help=False)
-    sub.add_parser("model", help="network model tools: 'dscada model summary FILE [--json]'", add_help=False)
-    sub.add_parser("powerflow", help="power flow of a CIM feeder: 'dscada powerflow FILE --balanced [--json]'",
-                   add_help=False)
+    sub.add_parser("model", add_help=False,
+                   help="network model tools: summary, export-sample, apply-diff, make-diff, export-changes")
+    sub.add_parser("powerflow", add_help=False,
+                   help="power flow of a CIM feeder: 'dscada powerflow FILE [--three-phase|--balanced] [--der off]'")
 
     p = sub.add_parser("demo", help="end-to-end demonstration on the embedded sample network")
     p.add_argument("--data-dir", help="keep the demo's databases here (default: a temporary folder)")
