@@ -14,6 +14,11 @@ def sample_station_path() -> Path:
     return Path(str(files("models") / "data" / "sample_station.toml"))
 
 
+def sample_network_station_path() -> Path:
+    """The station of the embedded CIM sample network (``sample_network.xml``): points derived from its measurements."""
+    return Path(str(files("models") / "data" / "sample_network_station.toml"))
+
+
 def load_sample_station() -> StationConfig:
     return load_station_config(sample_station_path())
 
@@ -24,9 +29,13 @@ def free_tcp_port() -> int:
         return int(s.getsockname()[1])
 
 
-def relocate_station_text(text: str, data_dir: str | Path) -> str:
+def relocate_station_text(text: str, data_dir: str | Path, config_dir: str | Path | None = None) -> str:
     """The same station on free loopback ports with its stores under ``data_dir`` (demo and test runs side by side
-    with a production server on the default ports)."""
+    with a production server on the default ports). A relative ``[network] cim`` path is made absolute against
+    ``config_dir``, the folder the text came from, so the copy still finds its CIM model."""
+    if config_dir is not None:
+        base = Path(config_dir).resolve()
+        text = re.sub(r'(?m)^cim = "(.*)"$', lambda m: f'cim = "{(base / m.group(1)).as_posix()}"', text)
     for port in sorted(set(re.findall(r"127\.0\.0\.1:(\d+)", text))):
         text = text.replace(f"127.0.0.1:{port}", f"127.0.0.1:{free_tcp_port()}")
     return re.sub(r'(?m)^data_dir = ".*"$', f'data_dir = "{Path(data_dir).as_posix()}"', text)

@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("demo", help="end-to-end demonstration on the embedded sample network")
     p.add_argument("--data-dir", help="keep the demo's databases here (default: a temporary folder)")
+    p.add_argument("--report-dir", default="var/demo-report", help="where the PNG figures and the CIM difference go")
     p.add_argument("--fast", action="store_true", help="shorter pauses between steps")
 
     # Sub-programs with their own parsers get the rest of the command line untouched.
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "demo":
             from scada.demo import run_demo
 
-            return run_demo(data_dir=args.data_dir, fast=args.fast)
+            return run_demo(data_dir=args.data_dir, fast=args.fast, report_dir=args.report_dir)
         return int(args.func(args))
     except ModelError as exc:
         print(f"dscada: configuration error: {exc}", file=sys.stderr)

@@ -1,7 +1,9 @@
-"""``dscada demo``: the whole spine on the embedded sample station, narrated.
+"""``dscada demo``: the control centre on the embedded CIM sample network, narrated.
 
-Simulated RTUs (IEC 104 outstations) and the server run on free loopback ports; every step goes through the real
-protocol stack and the gRPC API exactly as an operator's client would.
+The sample network (a 33/11 kV substation with six 11 kV cable feeders, ring main units, normally-open ties,
+distribution transformers and customers) is loaded from its CIM file; the same file gives the point list and the
+simulated RTUs, whose analogs come from a power flow of the model. Every step goes through the real IEC 104 stack
+and the gRPC API exactly as an operator's client would. Tables go to the terminal, PNG figures to the report folder.
 """
 
 from __future__ import annotations
@@ -16,20 +18,32 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import networkx as nx
 from rich.console import Console
 from rich.table import Table
 
 from models.config import load_station_config
+from models.gis_exchange import analyse_reconfiguration, reconfiguration_document
+from models.network import NetworkModel
+from models.pandapower_net import run_balanced_powerflow
+from models.phase_model import build_phase_model
 from models.points import DoubleState
-from models.samples import relocate_station_text, sample_station_path
+from models.sample_network import F_HZ
+from models.samples import relocate_station_text, sample_network_station_path
+from models.three_phase_flow import run_three_phase_powerflow
 from models.timebase import now_ms
 from rtu_sim.simulator import RtuSimulator
 from scada.api.client import ClientError, ScadaClient
 from scada.api.protos import scada_pb2 as pb
-from scada.client_cli import format_quality, format_time, format_value, quality_style
+from scada.client_cli import format_time, format_value
+from scada.demo_report import network_map_png, voltage_profile_png
 from scada.server import ControlCenter
 
-BREAKER = "SHN/F1/CB"
+FAULT_LINE = "F2-C04"  # cable F2-RMU03 -> F2-RMU04
+FEEDER_CB = "F2-CB"
+ISOLATE = ("F2-RMU03-LBS2", "F2-RMU06-LBS1")  # automated ring switches either side of the faulted stretch
+TIE = "F1-RMU08-LBS2"  # normally-open point F1-F2 (same bus section)
+FOREIGN_TIE = "F3-RMU08-LBS2"  # normally-open point F3-F4: closing it parallels the two grid infeeds
 # A pipe or CI log gets a readable fixed width instead of rich's 80 columns.
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
 
@@ -60,32 +74,14 @@ def _wait(pred: Callable[[], Any], timeout_s: float, what: str) -> Any:
     raise DemoError(f"timed out after {timeout_s:g} s waiting for {what}")
 
 
-def _values_table(client: ScadaClient, kinds: dict[int, int], units: dict[int, str], title: str) -> Table:
-    table = Table(title=title, title_justify="left")
-    for col in ("point", "value", "units", "quality", "field time"):
-        table.add_column(col)
-    for v in client.read():
-        style = quality_style(list(v.quality_names))
-        table.add_row(v.name, format_value(kinds[v.point], v.value), units[v.point],
-                      format_quality(list(v.quality_names)), format_time(v.source_time_ms), style=style)
-    return table
-
-
-def _alarm_table(alarms: list[Any], title: str) -> Table:
-    table = Table(title=title, title_justify="left")
-    for col in ("id", "priority", "state", "point", "text", "raised"):
-        table.add_column(col)
-    colours = {pb.PRIORITY_CRITICAL: "bold red", pb.PRIORITY_HIGH: "red", pb.PRIORITY_MEDIUM: "yellow"}
-    for a in alarms:
-        table.add_row(str(a.id), pb.Priority.Name(a.priority).removeprefix("PRIORITY_").lower(),
-                      pb.AlarmState.Name(a.state).removeprefix("ALARM_STATE_").lower(), a.point_name or "-",
-                      a.text, format_time(a.raised_ms), style=colours.get(a.priority, ""))
-    return table
+def _status(code: int) -> str:
+    return pb.ControlStatus.Name(code).removeprefix("CONTROL_STATUS_").lower()
 
 
 @contextlib.contextmanager
 def _running(data_dir: Path) -> Iterator[tuple[ControlCenter, RtuSimulator]]:
-    text = relocate_station_text(sample_station_path().read_text(encoding="utf-8"), data_dir)
+    source = sample_network_station_path()
+    text = relocate_station_text(source.read_text(encoding="utf-8"), data_dir, source.parent)
     cfg_path = data_dir / "station.toml"
     cfg_path.write_text(text, encoding="utf-8")
     config = load_station_config(cfg_path)
@@ -100,15 +96,17 @@ def _running(data_dir: Path) -> Iterator[tuple[ControlCenter, RtuSimulator]]:
         sim.stop()
 
 
-def run_demo(*, data_dir: str | None = None, fast: bool = False) -> int:
+def run_demo(*, data_dir: str | None = None, fast: bool = False, report_dir: str | None = None) -> int:
     pause = 0.5 if fast else 1.5
     with contextlib.ExitStack() as stack:
         if data_dir is None:
             data_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="dscada-demo-"))
         folder = Path(data_dir)
         folder.mkdir(parents=True, exist_ok=True)
+        report = Path(report_dir or "var/demo-report")
+        report.mkdir(parents=True, exist_ok=True)
         try:
-            return _run(folder, pause, stack)
+            return _run(folder, report, pause, stack)
         except KeyboardInterrupt:
             console.print("\n[yellow]Interrupted: stopping the server and the simulated RTUs.[/]")
             return 130
@@ -117,140 +115,252 @@ def run_demo(*, data_dir: str | None = None, fast: bool = False) -> int:
             return 1
 
 
-def _run(folder: Path, pause: float, stack: contextlib.ExitStack) -> int:
+# ------------------------------------------------------------------------------------------------ model steps
+
+
+def _network_table(model: NetworkModel) -> Table:
+    table = Table(title=f"Network model {model.name} (from CIM)", title_justify="left")
+    for col in ("feeder", "cable km", "RMUs", "DTs", "DT kVA", "load kW", "customers", "normally open"):
+        table.add_column(col, justify="right" if col not in ("feeder", "normally open") else "left")
+    for feeder in model.feeders:
+        lines = [ln for ln in model.lines if ln.feeder_mrid == feeder.mrid]
+        trafos = [t for t in model.transformers if t.feeder_mrid == feeder.mrid]
+        loads = [ld for ld in model.loads if ld.feeder_mrid == feeder.mrid]
+        load_mrids = {ld.mrid for ld in loads}
+        rmus = {s.name.split("-")[1] for s in model.switches if s.feeder_mrid == feeder.mrid and "-RMU" in s.name}
+        nops = [s.name for s in model.switches if s.feeder_mrid == feeder.mrid and s.normal_open]
+        table.add_row(feeder.name, f"{sum(ln.length_m for ln in lines) / 1000:.2f}", str(len(rmus)),
+                      str(len(trafos)), f"{sum(t.windings[0].rated_s_va for t in trafos) / 1000:.0f}",
+                      f"{sum(ld.p_w for ld in loads) / 1000:.0f}",
+                      str(sum(1 for c in model.customers if c.load_mrid in load_mrids)), ", ".join(nops) or "-")
+    return table
+
+
+def _voltage_profiles(model: NetworkModel, three: Any, balanced: Any) -> dict[str, list[tuple[float, float, float]]]:
+    """Per feeder: cable distance from its breaker, min three-phase |V| and balanced |V| of each 11 kV bus."""
+    graph = nx.Graph()
+    for ln in model.lines:
+        graph.add_edge(ln.from_bus, ln.to_bus, weight=ln.length_m)
+    for sw in model.switches:
+        if not sw.open and not sw.name.endswith("-CB"):  # each feeder walked from its own breaker only
+            graph.add_edge(sw.from_bus, sw.to_bus, weight=0.0)
+    vmin: dict[str, float] = {}
+    for row in three.nodes:
+        if row["energised"]:
+            vmin[str(row["bus"])] = min(vmin.get(str(row["bus"]), 9.0), float(row["v_pu"]))
+    vbal = {b.name: b.vm_pu for b in balanced.buses}
+    names = {f.mrid: f.name for f in model.feeders}
+    profiles: dict[str, list[tuple[float, float, float]]] = {}
+    for sw in model.switches:
+        if sw.name.endswith("-CB") and sw.name[:-3] in names.values():
+            dist = nx.single_source_dijkstra_path_length(graph, sw.to_bus, weight="weight")
+            for bus, metres in dist.items():
+                b = model.buses[bus]
+                if b.feeder_mrid and names.get(b.feeder_mrid) == sw.name[:-3] and b.nominal_v > 10e3 \
+                        and b.name in vmin and b.name in vbal:
+                    profiles.setdefault(sw.name[:-3], []).append((metres / 1000, vmin[b.name], vbal[b.name]))
+    return profiles
+
+
+def _colouring_maps(model: NetworkModel, colouring: pb.Colouring) -> tuple[dict[int, str | None], dict[str, bool]]:
+    names = {f.mrid: f.name for f in model.feeders}
+    bus_feeder = {c.index: names.get(c.feeder, "substation") if c.energized else None for c in colouring.buses}
+    closed = {s.name: s.closed for s in colouring.switches}
+    return bus_feeder, closed
+
+
+def _supply_table(model: NetworkModel, colouring: pb.Colouring, title: str) -> Table:
+    """Per feeding feeder: DTs and customers supplied, then what is off supply; sources from the islands."""
+    feeder_names = {f.mrid: f.name for f in model.feeders}
+    customers: dict[str, int] = {}
+    for c in model.customers:
+        customers[c.load_mrid] = customers.get(c.load_mrid, 0) + 1
+    sources = {isl.id: ", ".join(isl.source_names) for isl in colouring.islands}
+    rows: dict[str, list[Any]] = {}
+    for load in colouring.loads:
+        key = feeder_names.get(load.feeder, load.feeder or "?") if load.energized else "off supply"
+        row = rows.setdefault(key, [sources.get(load.island, "-") if load.energized else "-", 0, 0, []])
+        row[1] += 1
+        row[2] += customers.get(load.mrid, 0)
+        if not load.energized:
+            row[3].append(load.name.removesuffix("-LOAD"))
+    table = Table(title=title, title_justify="left")
+    for col in ("fed by feeder", "source", "DTs", "customers", "DTs off supply"):
+        table.add_column(col)
+    for key in sorted(rows, key=lambda k: (k == "off supply", k)):
+        source, dts, custs, dead = rows[key]
+        table.add_row(key, source, str(dts), str(custs), ", ".join(dead) or "-",
+                      style="bold red" if key == "off supply" else "")
+    return table
+
+
+# ------------------------------------------------------------------------------------------------ the run
+
+
+def _run(folder: Path, report: Path, pause: float, stack: contextlib.ExitStack) -> int:
     t_start = time.monotonic()
     summary = _Summary()
-    _step(1, "Start simulated RTUs and the control-centre server")
+    pngs: list[Path] = []
+
+    _step(1, "Start the physics-driven simulated RTUs and the control-centre server on the CIM sample network")
     center, sim = stack.enter_context(_running(folder))
     config = center.config
-    console.print(f"Station [bold]{config.name}[/]: {len(config.points)} points on {len(config.rtus)} RTUs")
-    for rtu in config.rtus:
-        links = " + ".join(rtu.addresses)
-        console.print(f"  {'FRTU' if rtu.frtu else 'RTU '} {rtu.name:<10} IEC 104 CA {rtu.common_address:<3} {links}")
+    model = config.network
+    if model is None:
+        raise DemoError("the sample station has no network model")
+    console.print(_network_table(model))
+    counts = model.counts()
+    console.print(f"{counts['topological_nodes']} nodes, {counts['line_segments']} cable sections, "
+                  f"{counts['switches']} switches, {counts['transformers']} transformers, {len(model.customers)} "
+                  f"customers; {counts['analog_measurements']} analog and {counts['discrete_measurements']} discrete "
+                  f"CIM measurements became {len(config.points)} points on {len(config.rtus)} RTUs "
+                  f"({sum(r.frtu for r in config.rtus)} FRTUs in ring main units)")
     address = f"127.0.0.1:{center.grpc_port}"
     console.print(f"gRPC API on {address}; stores in {folder}")
+    t_up = time.monotonic()
+
+    _step(2, "Power flow of the model: three-phase (unbalanced) beside balanced (pandapower)")
+    three = run_three_phase_powerflow(model, phase_model=build_phase_model(model, frequency_hz=F_HZ))
+    balanced = run_balanced_powerflow(model, f_hz=F_HZ)
+    profiles = _voltage_profiles(model, three, balanced)
+    table = Table(title="Feeder voltages", title_justify="left")
+    for col in ("feeder", "lowest |V| three-phase pu", "lowest |V| balanced pu", "difference %"):
+        table.add_column(col, justify="right" if col != "feeder" else "left")
+    for feeder, rows in sorted(profiles.items()):
+        lo3, lob = min(r[1] for r in rows), min(r[2] for r in rows)
+        table.add_row(feeder, f"{lo3:.4f}", f"{lob:.4f}", f"{100 * (lo3 - lob) / lob:+.2f}")
+    console.print(table)
+    console.print(f"three-phase: {three.iterations} iterations, {three.solve_s * 1000:.1f} ms, losses "
+                  f"{three.loss_p_w / 1000:.0f} kW; balanced: {balanced.iterations} iterations, losses "
+                  f"{balanced.loss_p_mw * 1000:.0f} kW. The three-phase flow keeps the grid infeeds' "
+                  "Thevenin impedance from the CIM (the balanced one holds 33 kV at 1 pu): its 11 kV level is lower")
+    pngs.append(voltage_profile_png(profiles, report / "voltage_profile.png",
+                                    f"{model.name}: 11 kV voltage profiles (three-phase vs balanced)"))
+
     ops = {o.role.value: o.token for o in config.operators}
     operator = stack.enter_context(ScadaClient(address, ops["operator"]))
-    viewer = stack.enter_context(ScadaClient(address, ops["viewer"]))
     operator.wait_ready(10)
-    defs = operator.list_points()
-    kinds = {d.id: d.kind for d in defs}
-    units = {d.id: d.units for d in defs}
-    monitored = [d.id for d in defs if d.kind != pb.POINT_KIND_COMMAND]
+    monitored = [d.id for d in operator.list_points() if d.kind != pb.POINT_KIND_COMMAND]
+    _wait(lambda: all(v.quality == 0 for v in operator.read(monitored)), 60,
+          "every point to report good quality after general interrogation")
+    summary.add(f"{len(config.rtus)} RTU links up, {len(monitored)} points good after GI (from server start)",
+                f"{time.monotonic() - t_up:.1f} s")
 
-    def all_good() -> bool:
-        return all(v.quality == 0 for v in operator.read(monitored))
+    _step(3, "Live feeder-head telemetry (from the simulators' power flow) and the topology colouring")
+    table = Table(title="Feeder breakers", title_justify="left")
+    for col in ("feeder", "breaker", "I A (A/B/C)", "P kW", "Q kvar"):
+        table.add_column(col, justify="right" if col not in ("feeder", "breaker") else "left")
+    for feeder in model.feeders:
+        cb = f"{feeder.name}-CB"
+        names = [f"{cb}.Pos"] + [f"{cb}.{q}.ph_{p}" for q in ("A", "P", "Q") for p in "ABC"]
+        v = {x.name: x.value for x in operator.read(names)}
+        table.add_row(feeder.name, format_value(pb.POINT_KIND_DOUBLE, v[f"{cb}.Pos"]),
+                      " / ".join(f"{v[f'{cb}.A.ph_{p}']:.0f}" for p in "ABC"),
+                      f"{sum(v[f'{cb}.P.ph_{p}'] for p in 'ABC'):.0f}",
+                      f"{sum(v[f'{cb}.Q.ph_{p}'] for p in 'ABC'):.0f}")
+    console.print(table)
+    colouring = operator.colouring()
+    console.print(_supply_table(model, colouring, f"Supply (topology colouring version {colouring.version})"))
+    pngs.append(network_map_png(model, *_colouring_maps(model, colouring), report / "network_normal.png",
+                                f"{model.name}: normal state"))
+    time.sleep(pause)
 
-    t0 = time.monotonic()
-    _wait(all_good, 30, "every point to report good quality after general interrogation")
-    summary.add("RTU links up, all points good after GI", f"{time.monotonic() - t0:.2f} s")
-
-    _step(2, "Live values after general interrogation (gRPC ReadPoints)")
-    console.print(_values_table(operator, kinds, units, "Real-time database"))
-    with operator.subscribe() as stream:
-        counted = [0]
-
-        def count() -> None:
-            for msg in stream:
-                if not msg.snapshot:
-                    counted[0] += len(msg.values)
-
-        reader = threading.Thread(target=count, daemon=True)
-        reader.start()
-        time.sleep(3 * pause)
-    reader.join(2)
-    console.print(f"Subscription (gRPC SubscribePoints): {counted[0]} value changes in {3 * pause:.1f} s "
-                  "as the simulated load curves move")
-    summary.add("live updates streamed in the watch window", str(counted[0]))
-
-    _step(3, f"A fault: the simulator trips breaker {BREAKER} (protection operates)")
-    with operator.stream_alarms() as alarm_stream:
+    _step(4, f"A cable fault on {FAULT_LINE}: protection trips {FEEDER_CB}, fault passage indicators pick up")
+    with operator.watch_colouring() as topo_stream, operator.stream_alarms() as alarm_stream:
         raised: list[Any] = []
-        got_alarm = threading.Event()
+        updates: list[tuple[Any, int]] = []
 
         def watch_alarms() -> None:
             for ev in alarm_stream:
                 if ev.kind == pb.ALARM_EVENT_KIND_RAISED:
-                    raised.append((ev, now_ms()))
-                    if ev.alarm.point_name == BREAKER:
-                        got_alarm.set()
+                    raised.append(ev)
 
-        watcher = threading.Thread(target=watch_alarms, daemon=True)
-        watcher.start()
+        def watch_topology() -> None:
+            for upd in topo_stream:
+                updates.append((upd, now_ms()))
+
+        for target in (watch_alarms, watch_topology):
+            threading.Thread(target=target, daemon=True).start()
         time.sleep(0.3)
-        sim.trip(BREAKER)
-        if not got_alarm.wait(10):
-            raise DemoError(f"no alarm for {BREAKER} within 10 s")
+        fault = sim.place_fault(FAULT_LINE)
+        console.print(f"simulator: fault on {fault.line_name}; tripped {', '.join(fault.tripped)}; fault current "
+                      f"through {', '.join(fault.fpis)}")
+        _wait(lambda: any(u.deenergized_loads for u, _ in updates), 15, "the topology update for the trip")
+        _wait(lambda: sum(1 for e in raised if e.alarm.point_name.endswith(".FPI")) >= 2, 15, "the FPI alarms")
         time.sleep(0.5)
-    breaker_state = operator.read([BREAKER])[0]
-    alarm_ev, seen_ms = next((e, t) for e, t in raised if e.alarm.point_name == BREAKER)
-    latency_ms = seen_ms - breaker_state.source_time_ms
-    console.print(f"{BREAKER} is now [bold red]{format_value(pb.POINT_KIND_DOUBLE, breaker_state.value)}[/]; "
-                  f"the alarm reached the operator's stream {latency_ms} ms after the field time tag")
-    summary.add("trip: field time tag -> alarm on the gRPC stream", f"{latency_ms} ms")
-    console.print(_alarm_table(operator.alarms(), "Active alarms"))
-
-    _step(4, "Sequence of events (gRPC QuerySoe), with the RTU's millisecond time tags")
-    soe = operator.soe(start_ms=breaker_state.source_time_ms - 1, oldest_first=True)
-    table = Table(title="SOE", title_justify="left")
-    for col in ("field time", "point", "from", "to", "cause", "server receive"):
+    trip = next((u, t) for u, t in updates if u.deenergized_loads)
+    cb_state = operator.read([f"{FEEDER_CB}.Pos"])[0]
+    latency_ms = trip[1] - cb_state.source_time_ms
+    console.print(f"{FEEDER_CB} is [bold red]{format_value(pb.POINT_KIND_DOUBLE, cb_state.value)}[/]; "
+                  f"{len(trip[0].deenergized_loads)} DT loads lost supply; the colouring update reached the "
+                  f"operator {latency_ms} ms after the field time tag")
+    summary.add("trip: field time tag -> de-energized colouring on the gRPC stream", f"{latency_ms} ms")
+    soe = operator.soe(start_ms=cb_state.source_time_ms - 1, oldest_first=True)
+    table = Table(title="Sequence of events", title_justify="left")
+    for col in ("field time", "point", "to", "cause"):
         table.add_column(col)
+    kinds = {d.name: d.kind for d in operator.list_points()}
     for e in soe:
-        table.add_row(format_time(e.source_time_ms), e.point_name, format_value(kinds[e.point], e.prev_value),
-                      format_value(kinds[e.point], e.value), pb.Cause.Name(e.cause).removeprefix("CAUSE_").lower(),
-                      format_time(e.recv_time_ms))
+        table.add_row(format_time(e.source_time_ms), e.point_name, format_value(kinds[e.point_name], e.value),
+                      pb.Cause.Name(e.cause).removeprefix("CAUSE_").lower())
     console.print(table)
-    summary.add("SOE entries for the trip", str(len(soe)))
-
-    _step(5, "The operator acknowledges the trip alarms")
-    acked = operator.acknowledge([e.alarm.id for e, _ in raised])
-    for a in acked:
-        console.print(f"  alarm {a.id} '{a.text}' on {a.point_name}: "
-                      f"{pb.AlarmState.Name(a.state).removeprefix('ALARM_STATE_').lower()} by {a.acked_by}")
+    colouring = operator.colouring()
+    console.print(_supply_table(model, colouring, "Supply after the trip"))
+    summary.add("customers off supply after the trip", str(colouring.deenergized_customers))
+    pngs.append(network_map_png(model, *_colouring_maps(model, colouring), report / "network_fault.png",
+                                f"{model.name}: {FEEDER_CB} tripped for a fault on {FAULT_LINE}"))
+    operator.acknowledge([e.alarm.id for e in raised])
     time.sleep(pause)
 
-    _step(6, "Server-side checks refuse unsafe or unauthorised commands before anything reaches the field")
-    for who, client, action in (("viewer", viewer, "select"), ("operator", operator, "operate without select")):
+    _step(5, "Topology interlocks refuse unsafe switching before anything reaches the field")
+    marking = operator.mark(FAULT_LINE, "faulted", "cable fault located between RMU03 and RMU04")
+    for what, point in ((f"close the F3-F4 tie {FOREIGN_TIE}", f"{FOREIGN_TIE}.Pos"),
+                        (f"reclose {FEEDER_CB} onto the marked fault", f"{FEEDER_CB}.Pos")):
         try:
-            if action == "select":
-                client.select(BREAKER, DoubleState.ON)
-            else:
-                client.operate(BREAKER, DoubleState.ON)
-            raise DemoError(f"{who} {action} was not refused")
+            operator.select(point, DoubleState.ON)
+            raise DemoError(f"{what} was not refused")
         except ClientError as exc:
-            console.print(f"  {who} {action}: [yellow]{exc.code.name}[/] {exc.message}")
-    tag = operator.place_tag(BREAKER, "hold", "line crew on F1 feeder: do not close")
-    try:
-        operator.select(BREAKER, DoubleState.ON)
-        raise DemoError("a tagged breaker was selected")
-    except ClientError as exc:
-        console.print(f"  select while tagged: [yellow]{exc.code.name}[/] {exc.message}")
-    operator.remove_tag(tag.id, "crew clear, feeder patrolled")
-    console.print("  hold tag removed: crew clear, feeder patrolled")
-    time.sleep(pause)
+            console.print(f"  {what}: [yellow]{exc.code.name}[/] {exc.message}")
 
-    _step(7, f"Reclose {BREAKER} by select-before-operate through gRPC")
-    sel = operator.select(BREAKER, DoubleState.ON)
-    console.print(f"  select:  {pb.ControlStatus.Name(sel.status).removeprefix('CONTROL_STATUS_').lower()}, "
-                  f"{sel.field_detail} ({sel.elapsed_ms:.0f} ms)")
-    op = operator.operate(BREAKER, DoubleState.ON)
-    fb = pb.FeedbackStatus.Name(op.feedback).removeprefix("FEEDBACK_STATUS_").lower()
-    console.print(f"  operate: {pb.ControlStatus.Name(op.status).removeprefix('CONTROL_STATUS_').lower()}, "
-                  f"status feedback {fb} ({op.elapsed_ms:.0f} ms)")
-    if op.status != pb.CONTROL_STATUS_SUCCESS or op.feedback != pb.FEEDBACK_STATUS_CONFIRMED:
-        raise DemoError(f"reclose failed: {op}")
-    summary.add("reclose: select + operate + status feedback", f"{sel.elapsed_ms + op.elapsed_ms:.0f} ms")
-    _wait(lambda: not any(a.point_name == BREAKER for a in operator.alarms()), 10,
-          "the breaker alarm to return to normal")
-    console.print(f"{BREAKER} is {format_value(pb.POINT_KIND_DOUBLE, operator.read([BREAKER])[0].value)}; "
-                  "its acknowledged alarm closed on return to normal")
-    still_open = operator.alarms()
-    if still_open:
-        console.print(_alarm_table(still_open, "Open alarms after the reclose"))
-    else:
-        console.print("No alarm is open: the protection flag reset with the reclose.")
-    audit = operator.audit(point=BREAKER, limit=20)
-    summary.add("audit records for the breaker", str(len(audit)))
+    _step(6, "The operator isolates the faulted stretch and restores the healthy sections (FRTU remote control)")
+    restore_t0 = time.monotonic()
+    for switch, value in ((ISOLATE[0], DoubleState.OFF), (ISOLATE[1], DoubleState.OFF),
+                          (FEEDER_CB, DoubleState.ON), (TIE, DoubleState.ON)):
+        point = f"{switch}.Pos"
+        sel = operator.select(point, value)
+        op = operator.operate(point, value)
+        fb = pb.FeedbackStatus.Name(op.feedback).removeprefix("FEEDBACK_STATUS_").lower()
+        console.print(f"  {'close' if value == DoubleState.ON else 'open '} {switch:<15} select {_status(sel.status)}, "
+                      f"operate {_status(op.status)}, feedback {fb} ({sel.elapsed_ms + op.elapsed_ms:.0f} ms)")
+        if op.status != pb.CONTROL_STATUS_SUCCESS or op.feedback != pb.FEEDBACK_STATUS_CONFIRMED:
+            raise DemoError(f"switching {switch} failed: {op}")
+    time.sleep(pause)
+    def restored() -> pb.Colouring | None:
+        current = operator.colouring()
+        return current if current.deenergized_loads <= 2 else None  # RMU04 and RMU05 stay off with the fault
+
+    colouring = _wait(restored, 15, "the healthy sections to be re-energized")
+    summary.add("isolate + restore: four remote switching operations", f"{time.monotonic() - restore_t0:.1f} s")
+    summary.add("customers still off (faulted stretch RMU04-RMU05)", str(colouring.deenergized_customers))
+    console.print(_supply_table(model, colouring, "Supply after restoration"))
+    trace = operator.trace("F2-RMU07-DT")
+    console.print(f"trace F2-RMU07-DT: fed by {trace.source.name} via feeder {trace.feeder_name} "
+                  f"({len(trace.steps)} steps), {trace.customer_count} customers")
+    pngs.append(network_map_png(model, *_colouring_maps(model, colouring), report / "network_restored.png",
+                                f"{model.name}: {FAULT_LINE} isolated, F2 tail fed from F1 through {TIE}"))
+    values = {v.name: v.value for v in operator.read([f"F1-CB.A.ph_{p}" for p in "ABC"])}
+    console.print(f"F1 now carries F2's tail: F1-CB currents {' / '.join(f'{x:.0f}' for x in values.values())} A")
+    operator.unmark(marking.tag_id, "fault isolated; repair crew dispatched")
+
+    _step(7, "Export the reconfiguration to GIS / energy accounting as a CIM difference")
+    after = {s.name: s.closed for s in colouring.switches}
+    before = {s.name: not s.open for s in model.switches}
+    reconfig = analyse_reconfiguration(model, before, after, _now_local(), operator="operator",
+                                       reason=f"fault on {FAULT_LINE}")
+    diff_path = report / "reconfiguration_difference.xml"
+    diff_path.write_bytes(reconfiguration_document(reconfig))
+    console.print(reconfig.table())
+    console.print(f"CIM difference written to {diff_path}")
 
     _step(8, "Summary")
     stats = sim.stats()
@@ -263,5 +373,12 @@ def _run(folder: Path, pause: float, stack: contextlib.ExitStack) -> int:
     for what, value in summary.rows:
         table.add_row(what, value)
     console.print(table)
+    console.print("Figures: " + ", ".join(str(p) for p in pngs))
     console.print("[green]Demo complete.[/] Stopping the server and the simulated RTUs.")
     return 0
+
+
+def _now_local() -> Any:
+    import datetime
+
+    return datetime.datetime.now().astimezone()
