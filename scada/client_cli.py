@@ -355,6 +355,74 @@ class _Cli:
         self.out.print(f"tag {tag.id} removed: {tag.kind} on {tag.target}")
         return 0
 
+    # -------------------------------------------------------------------------------------- topology
+    def colouring(self, args: argparse.Namespace) -> int:
+        c = self.c.colouring()
+        t = Table(title=f"{c.network}: {len(c.islands)} island(s), colouring version {c.version}",
+                  title_justify="left")
+        for col in ("Island", "State", "Source", "Feeder", "Buses", "Loads", "Customers"):
+            t.add_column(col)
+        for x in c.islands:
+            state = "ENERGIZED" if x.energized else "DE-ENERGIZED"
+            if len(x.source_mrids) > 1:
+                state += " (sources in parallel)"
+            if x.state_uncertain:
+                state += " ?"
+            feeders = x.feeder_name or ", ".join(x.feeder_names) or "-"
+            t.add_row(str(x.id), state, ", ".join(x.source_names) or "-", feeders, str(x.buses),
+                      str(x.loads), str(x.customers), style="" if x.energized else "red")
+        self.out.print(t)
+        dead = [x.name for x in c.loads if not x.energized]
+        if dead:
+            shown = ", ".join(dead[:args.max_loads]) + (f", ... ({len(dead) - args.max_loads} more)"
+                                                        if len(dead) > args.max_loads else "")
+            self.out.print(f"[red]{len(dead)} de-energized load(s), {c.deenergized_customers} customer(s):[/] {shown}")
+        else:
+            self.out.print("every load is energized")
+        doubtful = [f"{s.name} ({'closed' if s.closed else 'open'}, {s.source})" for s in c.switches
+                    if s.state_uncertain]
+        if doubtful:
+            self.out.print(f"[yellow]switch state uncertain:[/] {', '.join(doubtful)}")
+        for m in c.markings:
+            self.out.print(f"[yellow]marked {m.kind}[/]: {m.element_name or m.element} by {m.operator} "
+                           f"(tag {m.tag_id}: {m.reason})")
+        return 0
+
+    def trace(self, args: argparse.Namespace) -> int:
+        r = self.c.trace(args.element)
+        head = f"{r.element.kind} {r.element.name}"
+        if not r.energized:
+            self.out.print(f"{head}: [red]DE-ENERGIZED[/] (no source reachable over closed switches)")
+        else:
+            dt = f", distribution transformer {r.distribution_transformer.name}" if r.distribution_transformer.name \
+                else ""
+            self.out.print(f"{head}: fed by source {r.source.name}, feeder {r.feeder_name or '-'}{dt}")
+            path = " -> ".join(f"{s.kind} {s.name}" for s in r.steps)
+            self.out.print(f"path to source: {path}")
+        if r.downstream_loads:
+            loads = ", ".join(x.name for x in r.downstream_loads[:args.max_loads])
+            more = f", ... ({len(r.downstream_loads) - args.max_loads} more)" if len(r.downstream_loads) > \
+                args.max_loads else ""
+            self.out.print(f"supplies {len(r.downstream_loads)} load(s), {r.customer_count} customer(s): "
+                           f"{loads}{more}")
+        return 0
+
+    def mark(self, args: argparse.Namespace) -> int:
+        m = self.c.mark(args.element, args.kind, args.reason)
+        self.out.print(f"marking {m.tag_id} placed: {m.element_name or m.element} {m.kind} by {m.operator} "
+                       f"({m.reason})")
+        return 0
+
+    def unmark(self, args: argparse.Namespace) -> int:
+        m = self.c.unmark(args.id, args.reason)
+        self.out.print(f"marking {m.tag_id} removed: {m.element_name or m.element} {m.kind}")
+        return 0
+
+    def switch_state(self, args: argparse.Namespace) -> int:
+        s = self.c.set_manual_switch_state(args.switch, args.state == "closed", args.reason)
+        self.out.print(f"switch {s.name} set {'closed' if s.closed else 'open'} ({s.source})")
+        return 0
+
 
 def _quality_names(quality: int) -> list[str]:
     from models.points import Quality
@@ -411,11 +479,27 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("tags", help="active tags")
     c = sub.add_parser("tag", help="place a tag on a point or network element")
     c.add_argument("name", metavar="NAME")
-    c.add_argument("--kind", default="hold", choices=("hold", "clearance", "info"))
+    c.add_argument("--kind", default="hold", choices=("hold", "clearance", "info", "faulted", "parallel_allowed"))
     c.add_argument("--reason", required=True)
     c = sub.add_parser("untag", help="remove a tag")
     c.add_argument("id", type=int, metavar="ID")
     c.add_argument("--reason", default="", help="why the tag is removed")
+    c = sub.add_parser("colouring", help="network colouring: islands with source and feeder, de-energized loads")
+    c.add_argument("--max-loads", type=int, default=20, help="de-energized loads listed by name (default 20)")
+    c = sub.add_parser("trace", help="trace a network element to its source, with the customers it supplies")
+    c.add_argument("element", metavar="ELEMENT", help="name or mRID of a bus, line, transformer, switch or load")
+    c.add_argument("--max-loads", type=int, default=20, help="supplied loads listed by name (default 20)")
+    c = sub.add_parser("mark", help="mark a network element faulted or earthed, or a switch parallel_allowed")
+    c.add_argument("element", metavar="ELEMENT")
+    c.add_argument("kind", choices=("faulted", "earthed", "parallel_allowed"))
+    c.add_argument("--reason", required=True)
+    c = sub.add_parser("unmark", help="remove a marking")
+    c.add_argument("id", type=int, metavar="ID", help="the marking's tag id")
+    c.add_argument("--reason", default="", help="why the marking is removed")
+    c = sub.add_parser("switch-state", help="set the state of a switch without usable telemetry (audited)")
+    c.add_argument("switch", metavar="SWITCH")
+    c.add_argument("state", choices=("open", "closed"))
+    c.add_argument("--reason", default="")
     return p
 
 

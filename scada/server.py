@@ -30,6 +30,7 @@ from scada.rtdb import Rtdb
 from scada.services import AdapterState, Services
 from scada.soe import SoeJournal
 from scada.tags import TagStore
+from scada.topology_service import ManualStateStore, TopologyService
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,16 @@ class ControlCenter:
         self.audit = AuditLog(self.data_dir / "audit.sqlite")
         self.auth = Authenticator(config)
         self.commands = CommandService(self.rtdb, self, tags=self.tags, audit=self.audit)
+        # The live topology and its interlocks exist only for a station with a network model.
+        self.topology: TopologyService | None = None
+        self.manual_states: ManualStateStore | None = None
+        if config.network is not None:
+            from scada.interlocks import TopologyInterlocks
+
+            self.manual_states = ManualStateStore(self.data_dir / "topology.sqlite")
+            self.topology = TopologyService(self.rtdb, config.network, audit=self.audit,
+                                            manual_store=self.manual_states)
+            self.commands.add_interlock(TopologyInterlocks(self.topology, self.rtdb, self.tags))
         self.supervisors = {s.name: AdapterSupervisor(s, config, self) for s in adapter_specs(config)}
         self._adapter_of = {rtu: s.spec.name for s in self.supervisors.values() for rtu in s.spec.rtus}
         self.services = Services(config, self.rtdb, self.commands, self.alarms, self.soe, self.historian,
@@ -81,13 +92,16 @@ class ControlCenter:
         from scada.api.server import build_grpc_server  # grpc is only needed once serving
 
         self.rtdb.start()
+        if self.topology is not None:
+            self.topology.start()
         self.alarms.start(self.rtdb.subscribe("alarms", max_pending=1024))
         hist_sub = self.rtdb.subscribe("historian", max_pending=1024)
         self._threads.append(threading.Thread(target=self._historian_loop, args=(hist_sub,),
                                               name="historian", daemon=True))
         for t in self._threads:
             t.start()
-        self.grpc_server, self.grpc_port = build_grpc_server(self.services, self.grpc_address)
+        self.grpc_server, self.grpc_port = build_grpc_server(self.services, self.grpc_address,
+                                                             topology=self.topology)
         self.grpc_server.start()
         if self._start_adapters:
             for sup in self.supervisors.values():
@@ -101,11 +115,14 @@ class ControlCenter:
         if self.grpc_server is not None:
             self.grpc_server.stop(grace=1.0).wait(3)
         self.alarms.stop()
+        if self.topology is not None:
+            self.topology.stop()
         self.rtdb.stop()
         for t in self._threads:
             t.join(5)
-        for store in (self.soe, self.historian, self.tags, self.audit):
-            store.close()
+        for store in (self.soe, self.historian, self.tags, self.audit, self.manual_states):
+            if store is not None:
+                store.close()
 
     def __enter__(self) -> ControlCenter:
         self.start()

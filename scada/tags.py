@@ -2,9 +2,11 @@
 
 A HOLD ("do not operate") or CLEARANCE (permit to work: the element is earthed for work) tag blocks every command on
 the tagged point, or, when placed on a network element, on every point whose ``element`` is that element. An INFO tag
-is a note and blocks nothing. Tags are never deleted: removing one records who removed it, when and why, so the
-history of a work permit stays readable. Every call reads the database, so two server threads (or a restart) always
-see the same tags.
+is a note and blocks nothing. FAULTED and PARALLEL_ALLOWED are topology markings read by the interlocks
+(``scada.interlocks``): a CLEARANCE or FAULTED element must not be energized by closing a switch, and a
+PARALLEL_ALLOWED switch may join two sources. Tags are never deleted: removing one records who removed it, when and
+why, so the history of a work permit stays readable. Every call reads the database, so two server threads (or a
+restart) always see the same tags.
 """
 
 from __future__ import annotations
@@ -26,10 +28,15 @@ class TagKind(StrEnum):
     HOLD = "hold"  # do not operate
     CLEARANCE = "clearance"  # permit to work: earthed for work
     INFO = "info"  # note, does not block
+    # Topology markings on network elements (scada.interlocks): they block no command on the element itself (the
+    # switches around a fault must stay operable to isolate it) but refuse closing anything that would energize it.
+    FAULTED = "faulted"  # a faulted section, until repaired
+    PARALLEL_ALLOWED = "parallel_allowed"  # on a switch: closing it may parallel two sources (e.g. a bus coupler)
 
     @property
     def blocks(self) -> bool:
-        return self is not TagKind.INFO
+        """Blocks every command on the tagged point or element."""
+        return self in (TagKind.HOLD, TagKind.CLEARANCE)
 
 
 class TagError(ScadaError):

@@ -8,6 +8,9 @@ see whether it splits. Per-bus answers are then array look-ups, so the cost of a
 switches of the affected island, not with the buses of the network.
 
 Energization is per bus, not per phase (a single-phase switch like IEEE 123 sw8 energizes the whole bus).
+
+Look-aheads for interlocks (``opening_effect``, ``closing_effect``) answer what a switching would do without
+changing anything; ``downstream_buses`` gives what an element supplies (the customers a trace reports).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ __all__ = [
     "BRANCH_COLOUR_DTYPE",
     "BUS_COLOUR_DTYPE",
     "LOAD_COLOUR_DTYPE",
+    "OpeningEffect",
     "Colouring",
     "ElementKind",
     "Island",
@@ -36,7 +40,9 @@ __all__ = [
 ]
 
 # Operator-display colouring: one row per element; source/feeder are indices into model.sources / model.feeders,
-# -1 when de-energized (or the feeding source's bus has no feeder).
+# -1 when de-energized. The feeder is the *feeding* feeder: the one whose head the supply passed through (a section
+# back-fed over a tie shows the feeder feeding it now); -1 also upstream of any feeder (a substation bus). In a mesh a
+# bus keeps the feeder it had when the loop was closed.
 BUS_COLOUR_DTYPE = np.dtype(
     [("bus", np.int32), ("energized", np.bool_), ("island", np.int32), ("source", np.int32), ("feeder", np.int32)]
 )
@@ -80,6 +86,32 @@ class TopologyChange:
     energized_buses: tuple[int, ...]  # buses that became energized
     deenergized_buses: tuple[int, ...]  # buses that lost supply
     island_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class OpeningEffect:
+    """What opening a switch would do, computed without changing anything (interlock look-ahead)."""
+
+    switch_mrid: str
+    switch_name: str
+    was_closed: bool
+    energized: bool  # the switch's island is fed now
+    breaks_loop: bool  # both sides stay connected over other closed switches: it would break a loop (mesh) current
+    deenergized_buses: tuple[int, ...]  # buses that would lose supply
+
+
+@dataclass(frozen=True, slots=True)
+class ClosingEffect:
+    """What closing a switch would do, computed without changing anything (interlock look-ahead)."""
+
+    switch_mrid: str
+    switch_name: str
+    was_closed: bool
+    sources_side1: tuple[str, ...]  # source mRIDs of the island on the switch's from side
+    sources_side2: tuple[str, ...]
+    parallels_sources: bool  # joins two islands fed by different sources
+    closes_loop: bool  # both sides already in one island
+    energized_buses: tuple[int, ...]  # dead buses the close would energize
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +225,9 @@ class TopologyProcessor:
             self._bus_adjacency[fa].append((b, tb))
             self._bus_adjacency[tb].append((b, fa))
         self._switch_of_branch = {int(br): i for i, br in enumerate(st.switch_branch)}
+        self._branches_of: dict[str, list[int]] = {}
+        for b, mrid in enumerate(st.branch_mrid):
+            self._branches_of.setdefault(mrid, []).append(b)
         # Islands, from scratch once.
         self._island_of_section = np.full(n_sections, -1, dtype=np.int32)
         self._island_sections: dict[int, list[int]] = {}
@@ -202,6 +237,17 @@ class TopologyProcessor:
             if self._island_of_section[s] < 0:
                 island = self._new_island()
                 self._claim(self._reach(s), island)
+        # Feeding feeder of every bus: the source bus's own feeder, else the feeder container of the first branch
+        # crossed on the way out (a substation bus has none; its feeder breakers do), inherited downstream; -1 dead.
+        branch_feeder = []
+        for b in range(st.n_branches):
+            kind, index = st.branch_kind[b], int(st.branch_element[b])
+            element = (model.lines[index] if kind is BranchKind.LINE else model.switches[index]
+                       if kind is BranchKind.SWITCH else model.transformers[index])
+            branch_feeder.append(feeder_index.get(element.feeder_mrid or "", -1))
+        self._branch_feeder = np.array(branch_feeder, dtype=np.int32)
+        self._bus_feeder = np.full(n, -1, dtype=np.int32)
+        self._spread_feeders_from_sources()
 
     # -- incremental core ---------------------------------------------------------------------------------------
 
@@ -226,6 +272,34 @@ class TopologyProcessor:
         self._island_of_section[sections] = island
         self._island_sections[island] = sections
         self._island_sources[island] = tuple(sorted(x for s in sections for x in self._section_sources[s]))
+
+    def _spread_feeders_from_sources(self) -> None:
+        self._bus_feeder[:] = -1
+        seeds = [(src.bus, int(self._source_feeder[i])) for i, src in enumerate(self._model.sources)]
+        self._spread_feeders(seeds, None)
+
+    def _spread_feeders(self, seeds: list[tuple[int, int]], within: set[int] | None) -> None:
+        """Breadth-first over closed branches from the seed buses (with their feeders), inside ``within`` (None:
+        everywhere reachable): a bus takes its parent's feeder, or the crossed branch's when the parent has none."""
+        seen = set()
+        queue: deque[int] = deque()
+        for bus, feeder in seeds:
+            self._bus_feeder[bus] = feeder
+            seen.add(bus)
+            queue.append(bus)
+        feeders, branch_feeder = self._bus_feeder, self._branch_feeder
+        while queue:
+            bus = queue.popleft()
+            parent = int(feeders[bus])
+            for br, other in self._bus_adjacency[bus]:
+                if other in seen or (within is not None and other not in within):
+                    continue
+                sw = self._switch_of_branch.get(br)
+                if sw is not None and not self._switch_closed[sw]:
+                    continue
+                seen.add(other)
+                feeders[other] = parent if parent >= 0 else branch_feeder[br]
+                queue.append(other)
 
     def _buses_of(self, sections: list[int]) -> tuple[int, ...]:
         if not sections:
@@ -264,6 +338,13 @@ class TopologyProcessor:
                 sections = self._island_sections[keep] + self._island_sections.pop(gone)
                 del self._island_sources[gone]
                 self._claim(sections, keep)
+                if energized:  # the dead side takes the feeder coming through the switch
+                    dead = set(energized)
+                    into, live = (sw.from_bus, sw.to_bus) if sw.from_bus in dead else (sw.to_bus, sw.from_bus)
+                    feeder = int(self._bus_feeder[live])
+                    if feeder < 0:
+                        feeder = int(self._branch_feeder[self._static.switch_branch[i]])
+                    self._spread_feeders([(into, feeder)], dead)
         elif a != b:
             reached = self._reach(a)
             if b not in set(reached):
@@ -279,6 +360,10 @@ class TopologyProcessor:
                         deenergized = self._buses_of(rest)
                     if not self._island_sources[new]:
                         deenergized = self._buses_of(reached)
+                    if deenergized:
+                        self._bus_feeder[list(deenergized)] = -1
+                    else:  # both halves keep a source (a meshed multi-source network): feeders from scratch
+                        self._spread_feeders_from_sources()
         return TopologyChange(
             sw.mrid, sw.name, closed, True, merged, split, loop, energized, deenergized, self.island_count
         )
@@ -331,6 +416,19 @@ class TopologyProcessor:
             )
         return tuple(sorted(result, key=lambda x: x.buses[0] if x.buses else -1))
 
+    def island_sources(self) -> dict[int, tuple[str, ...]]:
+        """Island id -> mRIDs of its sources (empty tuple: de-energized), for every island."""
+        srcs = self._model.sources
+        return {island: tuple(srcs[x].mrid for x in sources) for island, sources in self._island_sources.items()}
+
+    def source_feeder(self, source_mrid: str) -> str | None:
+        """Feeder mRID of a source's bus, None when the bus has no feeder."""
+        for i, src in enumerate(self._model.sources):
+            if src.mrid == source_mrid:
+                feeder = int(self._source_feeder[i])
+                return self._model.feeders[feeder].mrid if feeder >= 0 else None
+        raise TopologyError(f"no source {source_mrid!r} in network {self._model.name!r}")
+
     def _island_tables(self) -> tuple[np.ndarray, np.ndarray]:
         """Per island id: first source index (-1 none) and feeder index (-1 none)."""
         source = np.full(self._next_island, -1, dtype=np.int32)
@@ -345,13 +443,13 @@ class TopologyProcessor:
     def colouring(self) -> Colouring:
         """Energization and feeding source/feeder of every bus, branch and load, vectorised."""
         st = self._static
-        island_source, island_feeder = self._island_tables()
+        island_source, _island_feeder = self._island_tables()
         bus_island = self._island_of_section[self._section_of_bus]
         buses = np.zeros(st.n_buses, dtype=BUS_COLOUR_DTYPE)
         buses["bus"] = np.arange(st.n_buses)
         buses["island"] = bus_island
         buses["source"] = island_source[bus_island]
-        buses["feeder"] = island_feeder[bus_island]
+        buses["feeder"] = self._bus_feeder
         buses["energized"] = buses["source"] >= 0
         branches = np.zeros(st.n_branches, dtype=BRANCH_COLOUR_DTYPE)
         closed = np.ones(st.n_branches, dtype=np.bool_)
@@ -364,7 +462,8 @@ class TopologyProcessor:
         branches["closed"] = closed
         branches["island"] = island
         branches["source"] = island_source[island]
-        branches["feeder"] = island_feeder[island]
+        f_from, f_to = self._bus_feeder[st.branch_from], self._bus_feeder[st.branch_to]
+        branches["feeder"] = np.where(f_from >= 0, f_from, f_to)  # a feeder breaker: its feeder side
         branches["energized"] = branches["source"] >= 0
         load_bus = np.array([x.bus for x in self._model.loads], dtype=np.int32)
         loads = np.zeros(len(load_bus), dtype=LOAD_COLOUR_DTYPE)
@@ -372,7 +471,7 @@ class TopologyProcessor:
         loads["load"] = np.arange(len(load_bus))
         loads["island"] = load_island
         loads["source"] = island_source[load_island]
-        loads["feeder"] = island_feeder[load_island]
+        loads["feeder"] = self._bus_feeder[load_bus]
         loads["energized"] = loads["source"] >= 0
         for table in (buses, branches, loads):
             table.flags.writeable = False
@@ -410,6 +509,113 @@ class TopologyProcessor:
         energized, i.e. the section is safe to earth / work on as far as topology can tell."""
         _step, buses = self._element(element)
         return not any(self.energized(b) for b in buses)
+
+    def switch_closed_array(self) -> np.ndarray:
+        """A copy of every switch's state (True = closed), in ``model.switches`` order."""
+        return self._switch_closed.copy()
+
+    def switch_index(self, name_or_mrid: str) -> int:
+        """Index into ``model.switches``; TopologyError naming the key when it is no switch."""
+        return self._switch_index(name_or_mrid)
+
+    def element(self, element: str) -> tuple[TraceStep, tuple[int, ...]]:
+        """Resolve a name or mRID to (kind, mRID, name) and its buses; TopologyError when unknown."""
+        return self._element(element)
+
+    def opening_effect(self, switch: str) -> OpeningEffect:
+        """Look-ahead of ``set_switch(switch, False)``: the buses that would lose supply, or whether it breaks a
+        loop. Cost: one search of the switch's island over its closed switches."""
+        i = self._switch_index(switch)
+        sw = self._model.switches[i]
+        a, b = self._switch_sections[i]
+        island = int(self._island_of_section[a])
+        fed = bool(self._island_sources[island])
+        if not self._switch_closed[i]:
+            return OpeningEffect(sw.mrid, sw.name, False, fed, False, ())
+        if a == b:  # in parallel with always-connected branches
+            return OpeningEffect(sw.mrid, sw.name, True, fed, True, ())
+        self._switch_closed[i] = False
+        try:
+            reached = set(self._reach(a))
+        finally:
+            self._switch_closed[i] = True
+        if b in reached:
+            return OpeningEffect(sw.mrid, sw.name, True, fed, True, ())
+        rest = [s for s in self._island_sections[island] if s not in reached]
+        dead: tuple[int, ...] = ()
+        if fed:
+            if not any(self._section_sources[s] for s in reached):
+                dead = self._buses_of(list(reached))
+            elif not any(self._section_sources[s] for s in rest):
+                dead = self._buses_of(rest)
+        return OpeningEffect(sw.mrid, sw.name, True, fed, False, dead)
+
+    def closing_effect(self, switch: str) -> ClosingEffect:
+        """Look-ahead of ``set_switch(switch, True)``: parallel of sources, loop, and the dead buses it energizes."""
+        i = self._switch_index(switch)
+        sw = self._model.switches[i]
+        a, b = self._switch_sections[i]
+        ia, ib = int(self._island_of_section[a]), int(self._island_of_section[b])
+        src_a = tuple(self._model.sources[x].mrid for x in self._island_sources[ia])
+        src_b = tuple(self._model.sources[x].mrid for x in self._island_sources[ib])
+        if self._switch_closed[i]:
+            return ClosingEffect(sw.mrid, sw.name, True, src_a, src_b, False, False, ())
+        if ia == ib:
+            return ClosingEffect(sw.mrid, sw.name, False, src_a, src_b, False, True, ())
+        energized: tuple[int, ...] = ()
+        if src_a and not src_b:
+            energized = self._buses_of(self._island_sections[ib])
+        elif src_b and not src_a:
+            energized = self._buses_of(self._island_sections[ia])
+        return ClosingEffect(sw.mrid, sw.name, False, src_a, src_b, bool(src_a and src_b), False, energized)
+
+    def downstream_buses(self, element: str) -> tuple[int, ...]:
+        """Buses supplied only through the element: those that lose supply if it is taken out (opened, removed).
+        Empty when the element is dead or every side of it has another path to a source (a mesh). A bus counts
+        itself; a shunt element (load, capacitor, ...) gives its own bus."""
+        step, buses = self._element(element)
+        if not any(self.energized(x) for x in buses):
+            return ()
+        if step.kind in (ElementKind.LOAD, ElementKind.CAPACITOR, ElementKind.DER, ElementKind.SOURCE):
+            return buses
+        if step.kind is ElementKind.BUS:
+            skip = {br for br, _other in self._bus_adjacency[buses[0]]}
+            starts = [other for _br, other in self._bus_adjacency[buses[0]]]
+            own = {buses[0]}
+        else:
+            skip = set(self._branches_of.get(step.mrid, ()))
+            starts = list(buses)
+            own = set()
+        source_buses = self._static.source_buses
+        removed = own  # a removed bus is not crossed
+        downstream: set[int] = set()
+        fed_side = bool(own & source_buses)
+        for start in starts:
+            if start in downstream or start in removed:
+                continue
+            seen = {start}
+            queue = deque((start,))
+            found = start in source_buses
+            while queue and not found:
+                bus = queue.popleft()
+                for br, other in self._bus_adjacency[bus]:
+                    if br in skip or other in seen or other in removed:
+                        continue
+                    sw = self._switch_of_branch.get(br)
+                    if sw is not None and not self._switch_closed[sw]:
+                        continue
+                    if other in source_buses:
+                        found = True
+                        break
+                    seen.add(other)
+                    queue.append(other)
+            if found:
+                fed_side = True
+            else:
+                downstream |= seen
+        if not fed_side:
+            return ()
+        return tuple(sorted(downstream | own))
 
     def would_parallel_sources(self, switch: str) -> bool:
         """Interlock helper: True when closing this (open) switch would join two islands fed by different
@@ -461,7 +667,9 @@ class TopologyProcessor:
             TraceStep(_kind_of_branch(st.branch_kind[br]), st.branch_mrid[br], st.branch_name[br]) for br in crossed
         ]
         steps.append(TraceStep(ElementKind.SOURCE, source.mrid, source.name))
-        feeder = int(self._source_feeder[source_at[found]])
+        feeder = int(self._bus_feeder[start])  # the feeding feeder (a back-fed section: the one feeding it now)
+        if feeder < 0:
+            feeder = int(self._source_feeder[source_at[found]])
         return Trace(
             element=step,
             energized=True,

@@ -118,6 +118,7 @@ class ScadaClient:
         self._alarms = pb_grpc.AlarmServiceStub(self._channel)
         self._rtus = pb_grpc.RtuServiceStub(self._channel)
         self._history = pb_grpc.HistoryServiceStub(self._channel)
+        self._topology = pb_grpc.TopologyServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
     # ------------------------------------------------------------------------------------------ plumbing
@@ -252,3 +253,33 @@ class ScadaClient:
         if point is not None:
             req.point.CopyFrom(point_ref(point))
         return list(self._unary(self._history.QueryAudit, req).entries)
+
+    # ------------------------------------------------------------------------------------------ topology
+    def colouring(self) -> pb.Colouring:
+        """Energization, island, source and feeder of every bus, branch and load, with islands, switch states and
+        markings (FAILED_PRECONDITION when the station has no network model)."""
+        return self._unary(self._topology.GetColouring, pb.GetColouringRequest())
+
+    def watch_colouring(self, *, max_pending: int = 0) -> Stream[pb.TopologyUpdate]:
+        """A full colouring first, then one update per topology change (a full one again after falling behind)."""
+        return self._stream(self._topology.WatchColouring, pb.WatchColouringRequest(max_pending=max_pending))
+
+    def trace(self, element: str) -> pb.TraceResponse:
+        """An element (name or mRID) traced to its source, with feeder, distribution transformer and customers."""
+        return self._unary(self._topology.Trace, pb.TraceRequest(element=element))
+
+    def islands(self) -> pb.ListIslandsResponse:
+        return self._unary(self._topology.ListIslands, pb.ListIslandsRequest())
+
+    def set_manual_switch_state(self, switch: str, closed: bool, reason: str = "") -> pb.SwitchState:
+        """Dress a switch without a usable field position (audited)."""
+        req = pb.SetManualSwitchStateRequest(switch=switch, closed=closed, reason=reason)
+        return self._unary(self._topology.SetManualSwitchState, req)
+
+    def mark(self, element: str, kind: str, reason: str) -> pb.Marking:
+        """Mark a network element "faulted", "earthed" or (a switch) "parallel_allowed"."""
+        return self._unary(self._topology.MarkElement, pb.MarkElementRequest(element=element, kind=kind,
+                                                                              reason=reason))
+
+    def unmark(self, tag_id: int, reason: str = "") -> pb.Marking:
+        return self._unary(self._topology.UnmarkElement, pb.UnmarkElementRequest(tag_id=tag_id, reason=reason))

@@ -229,3 +229,128 @@ def audit_entry(e: Any) -> pb.AuditEntry:
                          point_name=e.point_name, action=e.action, value=e.value, outcome=str(e.outcome.value),
                          reason=e.reason, field_status=e.field_status, field_detail=e.field_detail,
                          elapsed_ms=e.elapsed_ms, request_id=e.request_id)
+
+
+# ------------------------------------------------------------------------------------------------ topology
+
+
+class _ModelNames:
+    """Per-model tables for the colouring messages, built once per network model."""
+
+    def __init__(self, model: Any) -> None:
+        from models.topology import build_static_topology
+
+        st = build_static_topology(model)
+        self.bus = [(b.mrid, b.name) for b in model.buses]
+        self.branch = list(zip(st.branch_mrid, st.branch_name, [k.value for k in st.branch_kind], strict=True))
+        self.load = [(x.mrid, x.name) for x in model.loads]
+        self.source = [s.mrid for s in model.sources]
+        self.source_name = {s.mrid: s.name for s in model.sources}
+        self.feeder = [f.mrid for f in model.feeders]
+        self.feeder_name = {f.mrid: f.name for f in model.feeders}
+        self.switch_branch = {int(b): i for i, b in enumerate(st.switch_branch)}
+
+
+@lru_cache(maxsize=4)
+def _names(model: Any) -> _ModelNames:  # NetworkModel hashes by identity (eq=False)
+    return _ModelNames(model)
+
+
+def _element_rows(table: np.ndarray, idx: Iterable[int], kind: str, names: _ModelNames,
+                  uncertain: np.ndarray | None = None) -> list[pb.ElementColour]:
+    out = []
+    key = "bus" if kind == "bus" else "load" if kind == "load" else "branch"
+    ident = names.bus if key == "bus" else names.load if key == "load" else names.branch
+    for i in idx:
+        row = table[int(i)]
+        src, feeder = int(row["source"]), int(row["feeder"])
+        item = ident[int(i)]
+        msg = pb.ElementColour(index=int(i), mrid=item[0], name=item[1], kind=item[2] if key == "branch" else kind,
+                               energized=bool(row["energized"]), island=int(row["island"]),
+                               source=names.source[src] if src >= 0 else "",
+                               feeder=names.feeder[feeder] if feeder >= 0 else "",
+                               closed=bool(row["closed"]) if key == "branch" else True)
+        if uncertain is not None and int(i) in names.switch_branch:
+            msg.state_uncertain = bool(uncertain[names.switch_branch[int(i)]])
+        out.append(msg)
+    return out
+
+
+def island(x: Any, model: Any) -> pb.Island:
+    names = _names(model)
+    return pb.Island(id=x.id, energized=x.energized, source_mrids=list(x.source_mrids),
+                     source_names=[names.source_name.get(m, m) for m in x.source_mrids],
+                     feeder_mrid=x.feeder_mrid or "", feeder_name=names.feeder_name.get(x.feeder_mrid or "", ""),
+                     buses=x.buses, loads=x.loads, customers=x.customers, state_uncertain=x.uncertain,
+                     feeder_names=[names.feeder_name.get(m, m) for m in x.feeder_mrids])
+
+
+def switch_state(s: Any) -> pb.SwitchState:
+    return pb.SwitchState(mrid=s.mrid, name=s.name, kind=s.kind.value, closed=s.closed, state_uncertain=s.uncertain,
+                          source=s.source.value, points=list(s.points))
+
+
+def marking(t: Any, element: tuple[str, str] | None) -> pb.Marking:
+    """A tag used as a topology marking; ``element`` is the resolved (mRID, name) when the target is one."""
+    mrid, name = element or ("", "")
+    return pb.Marking(tag_id=t.id, element=t.target, element_mrid=mrid, element_name=name, kind=t.kind.value,
+                      operator=t.operator, reason=t.reason, placed_ms=t.placed_ms)
+
+
+def colouring(snapshot: Any, switches: Iterable[Any], markings: Iterable[pb.Marking] = ()) -> pb.Colouring:
+    """A whole colouring message from a ``TopologySnapshot``."""
+    names = _names(snapshot.model)
+    c = snapshot.colouring
+    loads_dead = snapshot.deenergized_loads()
+    customers = sum(x.customers for x in snapshot.islands if not x.energized)
+    return pb.Colouring(
+        version=snapshot.version, network=snapshot.model.name,
+        buses=_element_rows(c.buses, range(len(c.buses)), "bus", names),
+        branches=_element_rows(c.branches, range(len(c.branches)), "branch", names, snapshot.switch_uncertain),
+        loads=_element_rows(c.loads, range(len(c.loads)), "load", names),
+        islands=[island(x, snapshot.model) for x in snapshot.islands],
+        switches=[switch_state(s) for s in switches], markings=list(markings),
+        deenergized_loads=len(loads_dead), deenergized_customers=customers,
+    )
+
+
+def topology_update(update: Any, full_colouring: pb.Colouring | None = None) -> pb.TopologyUpdate:
+    """A ``TopologyUpdate``; a full one carries ``full_colouring`` (built by the caller with switches and markings)."""
+    snap = update.snapshot
+    model = snap.model
+    msg = pb.TopologyUpdate(version=update.version, full=update.full, cause=update.cause.value,
+                            switches=[switch_state(s) for s in update.switches],
+                            islands_changed=update.islands_changed)
+    if update.full:
+        if full_colouring is not None:
+            msg.colouring.CopyFrom(full_colouring)
+        msg.islands.extend(island(x, model) for x in snap.islands)
+        return msg
+    names = _names(model)
+    c = snap.colouring
+    msg.buses.extend(_element_rows(c.buses, update.changed_buses, "bus", names))
+    msg.branches.extend(_element_rows(c.branches, update.changed_branches, "branch", names, snap.switch_uncertain))
+    msg.loads.extend(_element_rows(c.loads, update.changed_loads, "load", names))
+    msg.energized_loads.extend(model.loads[i].name for i in update.energized_loads)
+    msg.deenergized_loads.extend(model.loads[i].name for i in update.deenergized_loads)
+    msg.energized_buses = len(update.energized_buses)
+    msg.deenergized_buses = len(update.deenergized_buses)
+    if update.islands_changed:
+        msg.islands.extend(island(x, model) for x in snap.islands)
+    return msg
+
+
+def _step(s: Any) -> pb.TraceStep:
+    return pb.TraceStep(kind=s.kind.value, mrid=s.mrid, name=s.name)
+
+
+def trace(t: Any, version: int) -> pb.TraceResponse:
+    msg = pb.TraceResponse(element=_step(t.element), energized=t.energized, feeder_mrid=t.feeder_mrid or "",
+                           feeder_name=t.feeder_name, steps=[_step(s) for s in t.steps],
+                           downstream_loads=[_step(s) for s in t.downstream_loads], customers=list(t.customers),
+                           customer_count=t.customer_count, version=version)
+    if t.source is not None:
+        msg.source.CopyFrom(_step(t.source))
+    if t.distribution_transformer is not None:
+        msg.distribution_transformer.CopyFrom(_step(t.distribution_transformer))
+    return msg

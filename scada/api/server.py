@@ -31,14 +31,15 @@ from scada.commands import RefusalReason
 from scada.errors import CommandRefused, ScadaError, UnknownPointError
 from scada.historian import HistorianError
 from scada.services import Services
-from scada.tags import TagError
+from scada.tags import TagError, TagKind
+from scada.topology_service import TopologyService, TopologyServiceError, TopologySnapshot, UnknownElementError
 
 log = logging.getLogger(__name__)
 
 #: Services registered on the server, as reflection and health checking name them.
 SERVICE_NAMES: tuple[str, ...] = tuple(
     pb.DESCRIPTOR.services_by_name[s].full_name
-    for s in ("PointService", "ControlService", "RtuService", "AlarmService", "HistoryService")
+    for s in ("PointService", "ControlService", "RtuService", "AlarmService", "HistoryService", "TopologyService")
 )
 
 #: How long a stream waits for a change before checking that its client is still there.
@@ -82,8 +83,10 @@ def _map_errors(context: grpc.ServicerContext, exc: Exception) -> NoReturn:
         reason = str(exc.reason)
         context.set_trailing_metadata(((REFUSAL_METADATA_KEY, reason),))
         _abort(context, _REFUSAL_CODES.get(reason, grpc.StatusCode.FAILED_PRECONDITION), f"{reason}: {exc}")
-    if isinstance(exc, UnknownPointError):
+    if isinstance(exc, UnknownPointError | UnknownElementError):
         _abort(context, grpc.StatusCode.NOT_FOUND, str(exc))
+    if isinstance(exc, TopologyServiceError):
+        _abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc))
     if isinstance(exc, HistorianError | ValueError):
         _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
     if isinstance(exc, AlarmError | TagError):
@@ -419,11 +422,140 @@ class HistoryServicer(_Base, pb_grpc.HistoryServiceServicer):
         return pb.QueryAuditResponse(entries=[convert.audit_entry(e) for e in entries])
 
 
+# ------------------------------------------------------------------------------------------------ topology
+
+#: Marking kinds an operator may ask for, and the tag kind each is stored as ("earthed" is a clearance tag).
+_MARKING_KINDS: dict[str, TagKind] = {
+    "faulted": TagKind.FAULTED,
+    "earthed": TagKind.CLEARANCE,
+    "clearance": TagKind.CLEARANCE,
+    "parallel_allowed": TagKind.PARALLEL_ALLOWED,
+}
+_MARKING_TAGS = frozenset(_MARKING_KINDS.values())
+_DEFAULT_TOPOLOGY_PENDING = 64
+
+
+class TopologyServicer(_Base, pb_grpc.TopologyServiceServicer):
+    """Colouring, traces, islands, manual switch states and markings; FAILED_PRECONDITION when the station has no
+    network model."""
+
+    _stream_ids = itertools.count(1)
+
+    def __init__(self, services: Services, topology: TopologyService | None) -> None:
+        super().__init__(services)
+        self.topology = topology
+
+    def _topo(self, context: grpc.ServicerContext) -> TopologyService:
+        if self.topology is None:
+            _abort(context, grpc.StatusCode.FAILED_PRECONDITION,
+                   "this station has no network model: add [network] cim = \"file.xml\" to its configuration")
+        return self.topology
+
+    def _markings(self, topo: TopologyService) -> list[pb.Marking]:
+        out = []
+        for t in self.s.tags.active():
+            if t.kind in _MARKING_TAGS:
+                found = topo.element_buses(t.target)
+                out.append(convert.marking(t, (found[0].mrid, found[0].name) if found else None))
+        return out
+
+    def _colouring(self, topo: TopologyService, snapshot: TopologySnapshot | None = None) -> pb.Colouring:
+        snap = snapshot or topo.snapshot()
+        return convert.colouring(snap, snap.switch_states(), self._markings(topo))
+
+    @_handled(Permission.READ, "read the topology colouring")
+    def GetColouring(self, request: pb.GetColouringRequest, context: grpc.ServicerContext,
+                     operator: OperatorConfig) -> pb.Colouring:
+        return self._colouring(self._topo(context))
+
+    @_streamed(Permission.READ, "watch the topology colouring")
+    def WatchColouring(self, request: pb.WatchColouringRequest, context: grpc.ServicerContext,
+                       operator: OperatorConfig) -> Iterator[pb.TopologyUpdate]:
+        topo = self._topo(context)
+        snap, sub = topo.subscribe(f"grpc-topology:{operator.name}:{next(self._stream_ids)}",
+                                   max_pending=request.max_pending or _DEFAULT_TOPOLOGY_PENDING)
+        context.add_callback(sub.close)
+        try:
+            yield pb.TopologyUpdate(version=snap.version, full=True, cause="start",
+                                    colouring=self._colouring(topo, snap), islands_changed=True,
+                                    islands=[convert.island(x, snap.model) for x in snap.islands])
+            while context.is_active():
+                update = sub.get(timeout_s=_STREAM_POLL_S)
+                if update is None:
+                    if sub.closed:
+                        break
+                    continue
+                full = self._colouring(topo, update.snapshot) if update.full else None
+                yield convert.topology_update(update, full)
+        finally:
+            topo.unsubscribe(sub)
+
+    @_handled(Permission.READ, "trace an element")
+    def Trace(self, request: pb.TraceRequest, context: grpc.ServicerContext,
+              operator: OperatorConfig) -> pb.TraceResponse:
+        topo = self._topo(context)
+        if not request.element.strip():
+            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "trace: an element (name or mRID) is required")
+        version = topo.version
+        return convert.trace(topo.trace(request.element.strip()), version)
+
+    @_handled(Permission.READ, "list islands")
+    def ListIslands(self, request: pb.ListIslandsRequest, context: grpc.ServicerContext,
+                    operator: OperatorConfig) -> pb.ListIslandsResponse:
+        snap = self._topo(context).snapshot()
+        dead = [snap.model.loads[i].name for i in snap.deenergized_loads().tolist()]
+        return pb.ListIslandsResponse(version=snap.version, islands=[convert.island(x, snap.model)
+                                                                     for x in snap.islands], deenergized_loads=dead)
+
+    @_handled(Permission.CONTROL, "set a manual switch state")
+    def SetManualSwitchState(self, request: pb.SetManualSwitchStateRequest, context: grpc.ServicerContext,
+                             operator: OperatorConfig) -> pb.SwitchState:
+        topo = self._topo(context)
+        state = topo.set_manual_switch_state(request.switch.strip(), request.closed, operator, request.reason.strip())
+        return convert.switch_state(state)
+
+    @_handled(Permission.TAG, "mark a network element")
+    def MarkElement(self, request: pb.MarkElementRequest, context: grpc.ServicerContext,
+                    operator: OperatorConfig) -> pb.Marking:
+        topo = self._topo(context)
+        kind = _MARKING_KINDS.get(request.kind.strip().lower())
+        if kind is None:
+            _abort(context, grpc.StatusCode.INVALID_ARGUMENT,
+                   f"mark {request.element!r}: unknown marking {request.kind!r} (expected one of "
+                   f"{', '.join(_MARKING_KINDS)})")
+        target = request.element.strip()
+        found = topo.element_buses(target)
+        if found is None:
+            _abort(context, grpc.StatusCode.NOT_FOUND,
+                   f"cannot mark {target!r}: no element of that name or mRID in network {topo.model.name!r}")
+        if kind is TagKind.PARALLEL_ALLOWED and topo.find_switch(target) is None:
+            _abort(context, grpc.StatusCode.INVALID_ARGUMENT,
+                   f"cannot mark {target!r} parallel_allowed: it is a {found[0].kind.value}, not a switch")
+        try:
+            tag = self.s.tags.place(target, kind, operator.name, request.reason)
+        except TagError as exc:
+            _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        return convert.marking(tag, (found[0].mrid, found[0].name))
+
+    @_handled(Permission.TAG, "unmark a network element")
+    def UnmarkElement(self, request: pb.UnmarkElementRequest, context: grpc.ServicerContext,
+                      operator: OperatorConfig) -> pb.Marking:
+        topo = self._topo(context)
+        tag = self.s.tags.get(request.tag_id)
+        if tag is None or tag.kind not in _MARKING_TAGS:
+            _abort(context, grpc.StatusCode.NOT_FOUND, f"cannot unmark: no marking with tag id {request.tag_id}")
+        removed = self.s.tags.remove(request.tag_id, operator.name, request.reason)
+        found = topo.element_buses(removed.target)
+        return convert.marking(removed, (found[0].mrid, found[0].name) if found else None)
+
+
 # ------------------------------------------------------------------------------------------------ server
 
 
-def build_grpc_server(services: Services, address: str) -> tuple[grpc.Server, int]:
+def build_grpc_server(services: Services, address: str, *, topology: TopologyService | None = None
+                      ) -> tuple[grpc.Server, int]:
     """A server with every service, health checking and reflection, bound to ``address`` (port may be 0).
+    ``topology`` serves the TopologyService (without it, its calls answer FAILED_PRECONDITION).
 
     Returns the server (not started) and the bound port. Each open stream holds one worker thread; calls beyond
     ``server.grpc_workers`` concurrent ones are refused with RESOURCE_EXHAUSTED instead of queuing unseen.
@@ -440,6 +572,7 @@ def build_grpc_server(services: Services, address: str) -> tuple[grpc.Server, in
     pb_grpc.add_RtuServiceServicer_to_server(RtuServicer(services), server)
     pb_grpc.add_AlarmServiceServicer_to_server(AlarmServicer(services), server)
     pb_grpc.add_HistoryServiceServicer_to_server(HistoryServicer(services), server)
+    pb_grpc.add_TopologyServiceServicer_to_server(TopologyServicer(services, topology), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", *SERVICE_NAMES):

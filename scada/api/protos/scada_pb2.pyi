@@ -717,3 +717,241 @@ class QueryAuditResponse(_message.Message):
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
     entries: _containers.RepeatedCompositeFieldContainer[AuditEntry]
     def __init__(self, entries: _Optional[_Iterable[_Union[AuditEntry, _Mapping]]] = ...) -> None: ...
+
+class ElementColour(_message.Message):
+    __slots__ = ("index", "mrid", "name", "kind", "energized", "island", "source", "feeder", "closed", "state_uncertain")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    MRID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    ENERGIZED_FIELD_NUMBER: _ClassVar[int]
+    ISLAND_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    FEEDER_FIELD_NUMBER: _ClassVar[int]
+    CLOSED_FIELD_NUMBER: _ClassVar[int]
+    STATE_UNCERTAIN_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    mrid: str
+    name: str
+    kind: str
+    energized: bool
+    island: int
+    source: str
+    feeder: str
+    closed: bool
+    state_uncertain: bool
+    def __init__(self, index: _Optional[int] = ..., mrid: _Optional[str] = ..., name: _Optional[str] = ..., kind: _Optional[str] = ..., energized: _Optional[bool] = ..., island: _Optional[int] = ..., source: _Optional[str] = ..., feeder: _Optional[str] = ..., closed: _Optional[bool] = ..., state_uncertain: _Optional[bool] = ...) -> None: ...
+
+class Island(_message.Message):
+    __slots__ = ("id", "energized", "source_mrids", "source_names", "feeder_mrid", "feeder_name", "buses", "loads", "customers", "state_uncertain", "feeder_names")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    ENERGIZED_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_MRIDS_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_NAMES_FIELD_NUMBER: _ClassVar[int]
+    FEEDER_MRID_FIELD_NUMBER: _ClassVar[int]
+    FEEDER_NAME_FIELD_NUMBER: _ClassVar[int]
+    BUSES_FIELD_NUMBER: _ClassVar[int]
+    LOADS_FIELD_NUMBER: _ClassVar[int]
+    CUSTOMERS_FIELD_NUMBER: _ClassVar[int]
+    STATE_UNCERTAIN_FIELD_NUMBER: _ClassVar[int]
+    FEEDER_NAMES_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    energized: bool
+    source_mrids: _containers.RepeatedScalarFieldContainer[str]
+    source_names: _containers.RepeatedScalarFieldContainer[str]
+    feeder_mrid: str
+    feeder_name: str
+    buses: int
+    loads: int
+    customers: int
+    state_uncertain: bool
+    feeder_names: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[int] = ..., energized: _Optional[bool] = ..., source_mrids: _Optional[_Iterable[str]] = ..., source_names: _Optional[_Iterable[str]] = ..., feeder_mrid: _Optional[str] = ..., feeder_name: _Optional[str] = ..., buses: _Optional[int] = ..., loads: _Optional[int] = ..., customers: _Optional[int] = ..., state_uncertain: _Optional[bool] = ..., feeder_names: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class SwitchState(_message.Message):
+    __slots__ = ("mrid", "name", "kind", "closed", "state_uncertain", "source", "points")
+    MRID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    CLOSED_FIELD_NUMBER: _ClassVar[int]
+    STATE_UNCERTAIN_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    mrid: str
+    name: str
+    kind: str
+    closed: bool
+    state_uncertain: bool
+    source: str
+    points: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, mrid: _Optional[str] = ..., name: _Optional[str] = ..., kind: _Optional[str] = ..., closed: _Optional[bool] = ..., state_uncertain: _Optional[bool] = ..., source: _Optional[str] = ..., points: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Marking(_message.Message):
+    __slots__ = ("tag_id", "element", "element_mrid", "element_name", "kind", "operator", "reason", "placed_ms")
+    TAG_ID_FIELD_NUMBER: _ClassVar[int]
+    ELEMENT_FIELD_NUMBER: _ClassVar[int]
+    ELEMENT_MRID_FIELD_NUMBER: _ClassVar[int]
+    ELEMENT_NAME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    OPERATOR_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    PLACED_MS_FIELD_NUMBER: _ClassVar[int]
+    tag_id: int
+    element: str
+    element_mrid: str
+    element_name: str
+    kind: str
+    operator: str
+    reason: str
+    placed_ms: int
+    def __init__(self, tag_id: _Optional[int] = ..., element: _Optional[str] = ..., element_mrid: _Optional[str] = ..., element_name: _Optional[str] = ..., kind: _Optional[str] = ..., operator: _Optional[str] = ..., reason: _Optional[str] = ..., placed_ms: _Optional[int] = ...) -> None: ...
+
+class Colouring(_message.Message):
+    __slots__ = ("version", "network", "buses", "branches", "loads", "islands", "switches", "markings", "deenergized_loads", "deenergized_customers")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    NETWORK_FIELD_NUMBER: _ClassVar[int]
+    BUSES_FIELD_NUMBER: _ClassVar[int]
+    BRANCHES_FIELD_NUMBER: _ClassVar[int]
+    LOADS_FIELD_NUMBER: _ClassVar[int]
+    ISLANDS_FIELD_NUMBER: _ClassVar[int]
+    SWITCHES_FIELD_NUMBER: _ClassVar[int]
+    MARKINGS_FIELD_NUMBER: _ClassVar[int]
+    DEENERGIZED_LOADS_FIELD_NUMBER: _ClassVar[int]
+    DEENERGIZED_CUSTOMERS_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    network: str
+    buses: _containers.RepeatedCompositeFieldContainer[ElementColour]
+    branches: _containers.RepeatedCompositeFieldContainer[ElementColour]
+    loads: _containers.RepeatedCompositeFieldContainer[ElementColour]
+    islands: _containers.RepeatedCompositeFieldContainer[Island]
+    switches: _containers.RepeatedCompositeFieldContainer[SwitchState]
+    markings: _containers.RepeatedCompositeFieldContainer[Marking]
+    deenergized_loads: int
+    deenergized_customers: int
+    def __init__(self, version: _Optional[int] = ..., network: _Optional[str] = ..., buses: _Optional[_Iterable[_Union[ElementColour, _Mapping]]] = ..., branches: _Optional[_Iterable[_Union[ElementColour, _Mapping]]] = ..., loads: _Optional[_Iterable[_Union[ElementColour, _Mapping]]] = ..., islands: _Optional[_Iterable[_Union[Island, _Mapping]]] = ..., switches: _Optional[_Iterable[_Union[SwitchState, _Mapping]]] = ..., markings: _Optional[_Iterable[_Union[Marking, _Mapping]]] = ..., deenergized_loads: _Optional[int] = ..., deenergized_customers: _Optional[int] = ...) -> None: ...
+
+class GetColouringRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class WatchColouringRequest(_message.Message):
+    __slots__ = ("max_pending",)
+    MAX_PENDING_FIELD_NUMBER: _ClassVar[int]
+    max_pending: int
+    def __init__(self, max_pending: _Optional[int] = ...) -> None: ...
+
+class TopologyUpdate(_message.Message):
+    __slots__ = ("version", "full", "cause", "colouring", "switches", "buses", "branches", "loads", "energized_loads", "deenergized_loads", "islands_changed", "islands", "energized_buses", "deenergized_buses")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    FULL_FIELD_NUMBER: _ClassVar[int]
+    CAUSE_FIELD_NUMBER: _ClassVar[int]
+    COLOURING_FIELD_NUMBER: _ClassVar[int]
+    SWITCHES_FIELD_NUMBER: _ClassVar[int]
+    BUSES_FIELD_NUMBER: _ClassVar[int]
+    BRANCHES_FIELD_NUMBER: _ClassVar[int]
+    LOADS_FIELD_NUMBER: _ClassVar[int]
+    ENERGIZED_LOADS_FIELD_NUMBER: _ClassVar[int]
+    DEENERGIZED_LOADS_FIELD_NUMBER: _ClassVar[int]
+    ISLANDS_CHANGED_FIELD_NUMBER: _ClassVar[int]
+    ISLANDS_FIELD_NUMBER: _ClassVar[int]
+    ENERGIZED_BUSES_FIELD_NUMBER: _ClassVar[int]
+    DEENERGIZED_BUSES_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    full: bool
+    cause: str
+    colouring: Colouring
+    switches: _containers.RepeatedCompositeFieldContainer[SwitchState]
+    buses: _containers.RepeatedCompositeFieldContainer[ElementColour]
+    branches: _containers.RepeatedCompositeFieldContainer[ElementColour]
+    loads: _containers.RepeatedCompositeFieldContainer[ElementColour]
+    energized_loads: _containers.RepeatedScalarFieldContainer[str]
+    deenergized_loads: _containers.RepeatedScalarFieldContainer[str]
+    islands_changed: bool
+    islands: _containers.RepeatedCompositeFieldContainer[Island]
+    energized_buses: int
+    deenergized_buses: int
+    def __init__(self, version: _Optional[int] = ..., full: _Optional[bool] = ..., cause: _Optional[str] = ..., colouring: _Optional[_Union[Colouring, _Mapping]] = ..., switches: _Optional[_Iterable[_Union[SwitchState, _Mapping]]] = ..., buses: _Optional[_Iterable[_Union[ElementColour, _Mapping]]] = ..., branches: _Optional[_Iterable[_Union[ElementColour, _Mapping]]] = ..., loads: _Optional[_Iterable[_Union[ElementColour, _Mapping]]] = ..., energized_loads: _Optional[_Iterable[str]] = ..., deenergized_loads: _Optional[_Iterable[str]] = ..., islands_changed: _Optional[bool] = ..., islands: _Optional[_Iterable[_Union[Island, _Mapping]]] = ..., energized_buses: _Optional[int] = ..., deenergized_buses: _Optional[int] = ...) -> None: ...
+
+class TraceStep(_message.Message):
+    __slots__ = ("kind", "mrid", "name")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    MRID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    mrid: str
+    name: str
+    def __init__(self, kind: _Optional[str] = ..., mrid: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+
+class TraceRequest(_message.Message):
+    __slots__ = ("element",)
+    ELEMENT_FIELD_NUMBER: _ClassVar[int]
+    element: str
+    def __init__(self, element: _Optional[str] = ...) -> None: ...
+
+class TraceResponse(_message.Message):
+    __slots__ = ("element", "energized", "source", "feeder_mrid", "feeder_name", "distribution_transformer", "steps", "downstream_loads", "customers", "customer_count", "version")
+    ELEMENT_FIELD_NUMBER: _ClassVar[int]
+    ENERGIZED_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    FEEDER_MRID_FIELD_NUMBER: _ClassVar[int]
+    FEEDER_NAME_FIELD_NUMBER: _ClassVar[int]
+    DISTRIBUTION_TRANSFORMER_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    DOWNSTREAM_LOADS_FIELD_NUMBER: _ClassVar[int]
+    CUSTOMERS_FIELD_NUMBER: _ClassVar[int]
+    CUSTOMER_COUNT_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    element: TraceStep
+    energized: bool
+    source: TraceStep
+    feeder_mrid: str
+    feeder_name: str
+    distribution_transformer: TraceStep
+    steps: _containers.RepeatedCompositeFieldContainer[TraceStep]
+    downstream_loads: _containers.RepeatedCompositeFieldContainer[TraceStep]
+    customers: _containers.RepeatedScalarFieldContainer[str]
+    customer_count: int
+    version: int
+    def __init__(self, element: _Optional[_Union[TraceStep, _Mapping]] = ..., energized: _Optional[bool] = ..., source: _Optional[_Union[TraceStep, _Mapping]] = ..., feeder_mrid: _Optional[str] = ..., feeder_name: _Optional[str] = ..., distribution_transformer: _Optional[_Union[TraceStep, _Mapping]] = ..., steps: _Optional[_Iterable[_Union[TraceStep, _Mapping]]] = ..., downstream_loads: _Optional[_Iterable[_Union[TraceStep, _Mapping]]] = ..., customers: _Optional[_Iterable[str]] = ..., customer_count: _Optional[int] = ..., version: _Optional[int] = ...) -> None: ...
+
+class ListIslandsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListIslandsResponse(_message.Message):
+    __slots__ = ("version", "islands", "deenergized_loads")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    ISLANDS_FIELD_NUMBER: _ClassVar[int]
+    DEENERGIZED_LOADS_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    islands: _containers.RepeatedCompositeFieldContainer[Island]
+    deenergized_loads: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, version: _Optional[int] = ..., islands: _Optional[_Iterable[_Union[Island, _Mapping]]] = ..., deenergized_loads: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class SetManualSwitchStateRequest(_message.Message):
+    __slots__ = ("switch", "closed", "reason")
+    SWITCH_FIELD_NUMBER: _ClassVar[int]
+    CLOSED_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    switch: str
+    closed: bool
+    reason: str
+    def __init__(self, switch: _Optional[str] = ..., closed: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class MarkElementRequest(_message.Message):
+    __slots__ = ("element", "kind", "reason")
+    ELEMENT_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    element: str
+    kind: str
+    reason: str
+    def __init__(self, element: _Optional[str] = ..., kind: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class UnmarkElementRequest(_message.Message):
+    __slots__ = ("tag_id", "reason")
+    TAG_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    tag_id: int
+    reason: str
+    def __init__(self, tag_id: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...

@@ -1071,3 +1071,333 @@ class HistoryService:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class TopologyServiceStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.GetColouring = channel.unary_unary(
+                '/dscada.v1.TopologyService/GetColouring',
+                request_serializer=scada_dot_api_dot_protos_dot_scada__pb2.GetColouringRequest.SerializeToString,
+                response_deserializer=scada_dot_api_dot_protos_dot_scada__pb2.Colouring.FromString,
+                _registered_method=True)
+        self.WatchColouring = channel.unary_stream(
+                '/dscada.v1.TopologyService/WatchColouring',
+                request_serializer=scada_dot_api_dot_protos_dot_scada__pb2.WatchColouringRequest.SerializeToString,
+                response_deserializer=scada_dot_api_dot_protos_dot_scada__pb2.TopologyUpdate.FromString,
+                _registered_method=True)
+        self.Trace = channel.unary_unary(
+                '/dscada.v1.TopologyService/Trace',
+                request_serializer=scada_dot_api_dot_protos_dot_scada__pb2.TraceRequest.SerializeToString,
+                response_deserializer=scada_dot_api_dot_protos_dot_scada__pb2.TraceResponse.FromString,
+                _registered_method=True)
+        self.ListIslands = channel.unary_unary(
+                '/dscada.v1.TopologyService/ListIslands',
+                request_serializer=scada_dot_api_dot_protos_dot_scada__pb2.ListIslandsRequest.SerializeToString,
+                response_deserializer=scada_dot_api_dot_protos_dot_scada__pb2.ListIslandsResponse.FromString,
+                _registered_method=True)
+        self.SetManualSwitchState = channel.unary_unary(
+                '/dscada.v1.TopologyService/SetManualSwitchState',
+                request_serializer=scada_dot_api_dot_protos_dot_scada__pb2.SetManualSwitchStateRequest.SerializeToString,
+                response_deserializer=scada_dot_api_dot_protos_dot_scada__pb2.SwitchState.FromString,
+                _registered_method=True)
+        self.MarkElement = channel.unary_unary(
+                '/dscada.v1.TopologyService/MarkElement',
+                request_serializer=scada_dot_api_dot_protos_dot_scada__pb2.MarkElementRequest.SerializeToString,
+                response_deserializer=scada_dot_api_dot_protos_dot_scada__pb2.Marking.FromString,
+                _registered_method=True)
+        self.UnmarkElement = channel.unary_unary(
+                '/dscada.v1.TopologyService/UnmarkElement',
+                request_serializer=scada_dot_api_dot_protos_dot_scada__pb2.UnmarkElementRequest.SerializeToString,
+                response_deserializer=scada_dot_api_dot_protos_dot_scada__pb2.Marking.FromString,
+                _registered_method=True)
+
+
+class TopologyServiceServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def GetColouring(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchColouring(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Trace(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListIslands(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetManualSwitchState(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MarkElement(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UnmarkElement(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_TopologyServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'GetColouring': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetColouring,
+                    request_deserializer=scada_dot_api_dot_protos_dot_scada__pb2.GetColouringRequest.FromString,
+                    response_serializer=scada_dot_api_dot_protos_dot_scada__pb2.Colouring.SerializeToString,
+            ),
+            'WatchColouring': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchColouring,
+                    request_deserializer=scada_dot_api_dot_protos_dot_scada__pb2.WatchColouringRequest.FromString,
+                    response_serializer=scada_dot_api_dot_protos_dot_scada__pb2.TopologyUpdate.SerializeToString,
+            ),
+            'Trace': grpc.unary_unary_rpc_method_handler(
+                    servicer.Trace,
+                    request_deserializer=scada_dot_api_dot_protos_dot_scada__pb2.TraceRequest.FromString,
+                    response_serializer=scada_dot_api_dot_protos_dot_scada__pb2.TraceResponse.SerializeToString,
+            ),
+            'ListIslands': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListIslands,
+                    request_deserializer=scada_dot_api_dot_protos_dot_scada__pb2.ListIslandsRequest.FromString,
+                    response_serializer=scada_dot_api_dot_protos_dot_scada__pb2.ListIslandsResponse.SerializeToString,
+            ),
+            'SetManualSwitchState': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetManualSwitchState,
+                    request_deserializer=scada_dot_api_dot_protos_dot_scada__pb2.SetManualSwitchStateRequest.FromString,
+                    response_serializer=scada_dot_api_dot_protos_dot_scada__pb2.SwitchState.SerializeToString,
+            ),
+            'MarkElement': grpc.unary_unary_rpc_method_handler(
+                    servicer.MarkElement,
+                    request_deserializer=scada_dot_api_dot_protos_dot_scada__pb2.MarkElementRequest.FromString,
+                    response_serializer=scada_dot_api_dot_protos_dot_scada__pb2.Marking.SerializeToString,
+            ),
+            'UnmarkElement': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnmarkElement,
+                    request_deserializer=scada_dot_api_dot_protos_dot_scada__pb2.UnmarkElementRequest.FromString,
+                    response_serializer=scada_dot_api_dot_protos_dot_scada__pb2.Marking.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'dscada.v1.TopologyService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('dscada.v1.TopologyService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class TopologyService:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def GetColouring(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dscada.v1.TopologyService/GetColouring',
+            scada_dot_api_dot_protos_dot_scada__pb2.GetColouringRequest.SerializeToString,
+            scada_dot_api_dot_protos_dot_scada__pb2.Colouring.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchColouring(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/dscada.v1.TopologyService/WatchColouring',
+            scada_dot_api_dot_protos_dot_scada__pb2.WatchColouringRequest.SerializeToString,
+            scada_dot_api_dot_protos_dot_scada__pb2.TopologyUpdate.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Trace(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dscada.v1.TopologyService/Trace',
+            scada_dot_api_dot_protos_dot_scada__pb2.TraceRequest.SerializeToString,
+            scada_dot_api_dot_protos_dot_scada__pb2.TraceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListIslands(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dscada.v1.TopologyService/ListIslands',
+            scada_dot_api_dot_protos_dot_scada__pb2.ListIslandsRequest.SerializeToString,
+            scada_dot_api_dot_protos_dot_scada__pb2.ListIslandsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetManualSwitchState(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dscada.v1.TopologyService/SetManualSwitchState',
+            scada_dot_api_dot_protos_dot_scada__pb2.SetManualSwitchStateRequest.SerializeToString,
+            scada_dot_api_dot_protos_dot_scada__pb2.SwitchState.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MarkElement(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dscada.v1.TopologyService/MarkElement',
+            scada_dot_api_dot_protos_dot_scada__pb2.MarkElementRequest.SerializeToString,
+            scada_dot_api_dot_protos_dot_scada__pb2.Marking.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UnmarkElement(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dscada.v1.TopologyService/UnmarkElement',
+            scada_dot_api_dot_protos_dot_scada__pb2.UnmarkElementRequest.SerializeToString,
+            scada_dot_api_dot_protos_dot_scada__pb2.Marking.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
