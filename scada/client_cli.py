@@ -491,7 +491,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--max-loads", type=int, default=20, help="supplied loads listed by name (default 20)")
     c = sub.add_parser("mark", help="mark a network element faulted or earthed, or a switch parallel_allowed")
     c.add_argument("element", metavar="ELEMENT")
-    c.add_argument("kind", choices=("faulted", "earthed", "parallel_allowed"))
+    c.add_argument("--kind", required=True, choices=("faulted", "earthed", "parallel_allowed"))
     c.add_argument("--reason", required=True)
     c = sub.add_parser("unmark", help="remove a marking")
     c.add_argument("id", type=int, metavar="ID", help="the marking's tag id")

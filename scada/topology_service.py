@@ -98,6 +98,7 @@ class UpdateCause(StrEnum):
     TELEMETRY = "telemetry"
     MANUAL = "manual"
     MODEL = "model"  # the network model was replaced
+    MARKING = "marking"  # an element was marked or unmarked (faulted, earthed): displays redraw from a full update
 
 
 class AuditSink(Protocol):
@@ -635,6 +636,11 @@ class TopologyService:
                      len(model.buses), len(model.switches))
             return _as_full(TopologyUpdate(self._version, True, UpdateCause.MODEL, (), _EMPTY, _EMPTY, _EMPTY,
                                            (), (), (), (), True, self._snapshot))
+
+    def republish(self, cause: UpdateCause) -> TopologyUpdate:
+        """Publish a full update of the unchanged topology, for something drawn with it that changed (markings)."""
+        with self._lock:
+            return self._publish(cause, (), full=True)
 
     # ------------------------------------------------------------------------------------------ subscribers
     def subscribe(self, name: str, *, max_pending: int = 64) -> tuple[TopologySnapshot, TopologySubscription]:

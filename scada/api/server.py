@@ -32,7 +32,13 @@ from scada.errors import CommandRefused, ScadaError, UnknownPointError
 from scada.historian import HistorianError
 from scada.services import Services
 from scada.tags import TagError, TagKind
-from scada.topology_service import TopologyService, TopologyServiceError, TopologySnapshot, UnknownElementError
+from scada.topology_service import (
+    TopologyService,
+    TopologyServiceError,
+    TopologySnapshot,
+    UnknownElementError,
+    UpdateCause,
+)
 
 log = logging.getLogger(__name__)
 
@@ -535,6 +541,7 @@ class TopologyServicer(_Base, pb_grpc.TopologyServiceServicer):
             tag = self.s.tags.place(target, kind, operator.name, request.reason)
         except TagError as exc:
             _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        topo.republish(UpdateCause.MARKING)
         return convert.marking(tag, (found[0].mrid, found[0].name))
 
     @_handled(Permission.TAG, "unmark a network element")
@@ -545,6 +552,7 @@ class TopologyServicer(_Base, pb_grpc.TopologyServiceServicer):
         if tag is None or tag.kind not in _MARKING_TAGS:
             _abort(context, grpc.StatusCode.NOT_FOUND, f"cannot unmark: no marking with tag id {request.tag_id}")
         removed = self.s.tags.remove(request.tag_id, operator.name, request.reason)
+        topo.republish(UpdateCause.MARKING)
         found = topo.element_buses(removed.target)
         return convert.marking(removed, (found[0].mrid, found[0].name) if found else None)
 

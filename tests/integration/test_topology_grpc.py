@@ -11,7 +11,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from support import IEEE123, requires_reference_feeders, wait_for
+from support import IEEE123, requires_reference_feeders, sample_config_on_free_ports, wait_for
 
 from models.config import StationConfig, load_station_config
 from models.points import DoubleState
@@ -100,6 +100,8 @@ def test_colouring_stream_reacts_to_a_switch_and_a_faulted_section_refuses_the_c
             assert denied.value.code == grpc.StatusCode.PERMISSION_DENIED
             marking = op.mark(dead_line.name, "faulted", "cable fault, FPI chain")
             assert marking.kind == "faulted" and marking.element_mrid == dead_line.mrid
+            redraw = wait_for(lambda: next((m for m in messages if m.cause == "marking"), None), 5, "marking update")
+            assert redraw.full and [m.element_name for m in redraw.colouring.markings] == [dead_line.name]
             with pytest.raises(ClientError) as refused:
                 op.select("sw1.pos", ON)
             assert refused.value.code == grpc.StatusCode.FAILED_PRECONDITION and refused.value.refusal == "interlocked"
@@ -132,5 +134,18 @@ def test_colouring_stream_reacts_to_a_switch_and_a_faulted_section_refuses_the_c
     assert "2 island(s)" in out and "DE-ENERGIZED" in out and "de-energized load(s)" in out
     assert cli_main(["--address", address, "--token", VIEWER, "trace", "sw2"]) == 0
     assert "switch sw2" in capsys.readouterr().out
-    assert cli_main(["--address", address, "--token", OPERATOR, "mark", "sw3", "faulted", "--reason", "r"]) == 0
+    assert cli_main(["--address", address, "--token", OPERATOR, "mark", "sw3", "--kind", "faulted",
+                     "--reason", "r"]) == 0
     assert "marking" in capsys.readouterr().out
+
+
+@pytest.mark.timeout(60)
+def test_a_station_without_a_network_model_says_so(tmp_path: Path) -> None:
+    config, _ = sample_config_on_free_ports(tmp_path)
+    assert config.network is None
+    with ControlCenter(config, grpc_address="127.0.0.1:0", start_adapters=False) as center, \
+            ScadaClient(f"127.0.0.1:{center.grpc_port}", "viewer-demo-token") as viewer:
+        assert center.topology is None
+        with pytest.raises(ClientError) as info:
+            viewer.colouring()
+        assert info.value.code == grpc.StatusCode.FAILED_PRECONDITION and "no network model" in info.value.message

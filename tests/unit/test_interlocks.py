@@ -207,3 +207,27 @@ def test_ieee123_ties_close_loops_and_a_faulted_section_behind_sw1_blocks_reclos
         assert why is not None and f"would energize line {line.name}, marked faulted" in why
         why = r.interlocks(config.point("sw1.pos"), ControlAction.EXECUTE, ON)
         assert why is not None and "closing switch sw1" in why
+
+
+SAMPLE_STATION = Path(__file__).resolve().parents[2] / "models" / "data" / "sample_network_station.toml"
+
+
+@pytest.mark.skipif(not SAMPLE_STATION.is_file(), reason="the embedded sample network station is not present")
+@pytest.mark.timeout(60)
+def test_sample_network_ties_between_bus_sections_are_parallels(tmp_path: Path) -> None:
+    """The embedded 33/11 kV sample: derived Pos points bind by mRID; the F3-F4 tie and the bus coupler would
+    parallel SS-GRID1 and SS-GRID2, the F1-F2 tie closes a loop on one source."""
+    from models.config import load_station_config
+
+    config = load_station_config(SAMPLE_STATION)
+    assert config.network is not None
+    for r in _rig(tmp_path, config, config.network):
+        assert r.topology.switch_of_point(config.point("F3-RMU08-LBS2.Pos").id) is not None
+        for switch in ("F3-RMU08-LBS2", "SS-BC"):
+            why = r.interlocks.check(switch, close=True)
+            assert why is not None and "would parallel source SS-GRID1 with source SS-GRID2" in why
+        assert r.interlocks.check("F1-RMU08-LBS2", close=True) is None
+        trace = r.topology.trace("F4-RMU02-LOAD")
+        assert trace.source is not None and trace.source.name == "SS-GRID2" and trace.feeder_name == "F4"
+        assert trace.distribution_transformer is not None and trace.distribution_transformer.name == "F4-RMU02-DT"
+        assert trace.customer_count == len(trace.customers) > 0
