@@ -327,13 +327,17 @@ def _run(folder: Path, report: Path, pause: float, stack: contextlib.ExitStack) 
     for switch, value in ((ISOLATE[0], DoubleState.OFF), (ISOLATE[1], DoubleState.OFF),
                           (FEEDER_CB, DoubleState.ON), (TIE, DoubleState.ON)):
         point = f"{switch}.Pos"
-        sel = operator.select(point, value)
-        op = operator.operate(point, value)
-        fb = pb.FeedbackStatus.Name(op.feedback).removeprefix("FEEDBACK_STATUS_").lower()
-        console.print(f"  {'close' if value == DoubleState.ON else 'open '} {switch:<15} select {_status(sel.status)}, "
-                      f"operate {_status(op.status)}, feedback {fb} ({sel.elapsed_ms + op.elapsed_ms:.0f} ms)")
-        if op.status != pb.CONTROL_STATUS_SUCCESS or op.feedback != pb.FEEDBACK_STATUS_CONFIRMED:
-            raise DemoError(f"switching {switch} failed: {op}")
+        for attempt in (1, 2):  # as an operator would, retry once a command the field refused or did not answer
+            sel = operator.select(point, value)
+            op = operator.operate(point, value)
+            fb = pb.FeedbackStatus.Name(op.feedback).removeprefix("FEEDBACK_STATUS_").lower()
+            console.print(f"  {'close' if value == DoubleState.ON else 'open '} {switch:<15} select "
+                          f"{_status(sel.status)}, operate {_status(op.status)}, feedback {fb} "
+                          f"({sel.elapsed_ms + op.elapsed_ms:.0f} ms){' (retry)' if attempt == 2 else ''}")
+            if op.status == pb.CONTROL_STATUS_SUCCESS and op.feedback == pb.FEEDBACK_STATUS_CONFIRMED:
+                break
+            if attempt == 2 or op.status not in (pb.CONTROL_STATUS_REFUSED_BY_FIELD, pb.CONTROL_STATUS_TIMEOUT):
+                raise DemoError(f"switching {switch} failed: {op}")
     time.sleep(pause)
     def restored() -> pb.Colouring | None:
         current = operator.colouring()
