@@ -28,7 +28,6 @@ import logging
 import sqlite3
 import threading
 from collections import deque
-from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
@@ -69,7 +68,6 @@ __all__ = [
     "UnknownElementError",
     "UpdateCause",
     "bind_switch_points",
-    "deenergized_load_names",
 ]
 
 log = logging.getLogger(__name__)
@@ -743,7 +741,3 @@ class TopologyService:
     def islands(self) -> tuple[IslandSummary, ...]:
         return self.snapshot().islands
 
-
-def deenergized_load_names(snapshot: TopologySnapshot) -> Sequence[str]:
-    """Names of the loads without supply in a snapshot (for displays and the CLI)."""
-    return [snapshot.model.loads[i].name for i in snapshot.deenergized_loads().tolist()]

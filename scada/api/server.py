@@ -279,6 +279,14 @@ class RtuServicer(_Base, pb_grpc.RtuServiceServicer):
 
 
 class ControlServicer(_Base, pb_grpc.ControlServiceServicer):
+    def __init__(self, services: Services, topology: TopologyService | None = None) -> None:
+        super().__init__(services)
+        self.topology = topology  # a clearance placed or removed here is a topology marking too
+
+    def _markings_changed(self, kind: TagKind) -> None:
+        if self.topology is not None and kind in _MARKING_TAGS:
+            self.topology.republish(UpdateCause.MARKING)
+
     @_handled(Permission.CONTROL, "select")
     def Select(self, request: pb.SelectRequest, context: grpc.ServicerContext,
                operator: OperatorConfig) -> pb.ControlResult:
@@ -302,13 +310,16 @@ class ControlServicer(_Base, pb_grpc.ControlServiceServicer):
                  operator: OperatorConfig) -> pb.Tag:
         target = request.target.strip()
         known = {p.name for p in self.s.config.points} | {p.element for p in self.s.config.points if p.element}
-        if target and target not in known:
+        in_network = self.topology is not None and self.topology.element_buses(target) is not None
+        if target and target not in known and not in_network:
             _abort(context, grpc.StatusCode.NOT_FOUND,
                    f"cannot tag {target!r}: no point or network element of that name")
         try:
-            return convert.tag(self.s.tags.place(target, request.kind, operator.name, request.reason))
+            tag = self.s.tags.place(target, request.kind, operator.name, request.reason)
         except TagError as exc:  # empty target, unknown kind, missing reason: all the request's fault
             _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        self._markings_changed(tag.kind)
+        return convert.tag(tag)
 
     @_handled(Permission.TAG, "remove a tag")
     def RemoveTag(self, request: pb.RemoveTagRequest, context: grpc.ServicerContext,
@@ -316,6 +327,7 @@ class ControlServicer(_Base, pb_grpc.ControlServiceServicer):
         if self.s.tags.get(request.tag_id) is None:
             _abort(context, grpc.StatusCode.NOT_FOUND, f"cannot remove tag {request.tag_id}: no such tag")
         removed = self.s.tags.remove(request.tag_id, operator.name, request.reason)
+        self._markings_changed(removed.kind)
         return pb.RemoveTagResponse(tag=convert.tag(removed))
 
     @_handled(Permission.READ, "list tags")
@@ -576,7 +588,7 @@ def build_grpc_server(services: Services, address: str, *, topology: TopologySer
         options=[("grpc.so_reuseport", 0)],
     )
     pb_grpc.add_PointServiceServicer_to_server(PointServicer(services), server)
-    pb_grpc.add_ControlServiceServicer_to_server(ControlServicer(services), server)
+    pb_grpc.add_ControlServiceServicer_to_server(ControlServicer(services, topology), server)
     pb_grpc.add_RtuServiceServicer_to_server(RtuServicer(services), server)
     pb_grpc.add_AlarmServiceServicer_to_server(AlarmServicer(services), server)
     pb_grpc.add_HistoryServiceServicer_to_server(HistoryServicer(services), server)

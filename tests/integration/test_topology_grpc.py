@@ -109,6 +109,9 @@ def test_colouring_stream_reacts_to_a_switch_and_a_faulted_section_refuses_the_c
             entry = next(e for e in op.audit(point="sw1.pos") if e.outcome == "refused")
             assert entry.reason == "interlocked" and "marked faulted" in entry.field_detail
             op.unmark(marking.tag_id, "repaired")
+            earthed = op.place_tag(dead_line.name, "clearance", "PTW 7")  # the generic tag path marks too
+            assert "would energize line" in (_refusal(op, "sw1.pos", ON) or "")
+            op.remove_tag(earthed.id, "PTW 7 cancelled")
             with pytest.raises(ClientError) as link:
                 op.select("sw1.pos", ON)  # the interlock passes now; no adapter behind this server
             assert link.value.refusal == "link_down"
@@ -149,3 +152,11 @@ def test_a_station_without_a_network_model_says_so(tmp_path: Path) -> None:
         with pytest.raises(ClientError) as info:
             viewer.colouring()
         assert info.value.code == grpc.StatusCode.FAILED_PRECONDITION and "no network model" in info.value.message
+
+
+def _refusal(client: ScadaClient, point: str, value: float) -> str | None:
+    try:
+        client.select(point, value)
+    except ClientError as exc:
+        return exc.message if exc.refusal == "interlocked" else None
+    return None

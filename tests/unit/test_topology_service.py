@@ -372,3 +372,39 @@ def test_manual_states_survive_a_restart_until_the_field_reports(tmp_path: Path)
             x.rtdb.stop()
     finally:
         store.close()
+
+
+@pytest.mark.timeout(60)
+def test_queries_from_other_threads_while_switches_move(live: Live) -> None:
+    """Traces, look-aheads and snapshots from reader threads while telemetry moves switches: no error, and every
+    snapshot a reader sees is self-consistent (its island summary matches its colouring)."""
+    import threading
+
+    errors: list[BaseException] = []
+    stop = threading.Event()
+    model = live.service.model
+
+    def reader() -> None:
+        try:
+            while not stop.is_set():
+                live.service.trace(model.loads[-1].name)
+                live.service.opening_effect("sw3")
+                live.service.closing_effect("sw7")
+                snap = live.service.snapshot()
+                dead = int((~snap.colouring.loads["energized"]).sum())
+                assert dead == sum(x.loads for x in snap.islands if not x.energized)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=reader) for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        for k in range(36):
+            live.feed((f"sw{1 + k % 6}.pos", OFF if (k // 6) % 2 == 0 else ON, 0))
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(5)
+    assert not errors, errors[0]
+    assert all(s.closed for s in live.service.switch_states()[:6])  # 6 rounds of 6: the last round closed them
