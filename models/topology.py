@@ -4,9 +4,9 @@
 Graph: one node per bus (the bus index), one edge per branch keyed by the element mRID. Lines, transformers and
 regulators are always connected; a switch edge is present only while the switch is closed (``build_topology_graph``
 takes the switch states, defaulting to the model's actual ``open`` flags). Node attributes carry the bus name, mRID,
-phases, feeder, whether an EnergySource sits on it and the loads (customers) attached to it; edge attributes carry the
-element kind, mRID, name, phases and feeder, so a trace source -> feeder -> distribution transformer -> customer is a
-shortest path plus attribute look-ups (``customer_trace``).
+phases, feeder, whether an EnergySource sits on it, the loads attached to it and their customers' consumer numbers;
+edge attributes carry the element kind, mRID, name, phases and feeder, so a trace source -> feeder -> distribution
+transformer -> customer is a shortest path plus attribute look-ups (``customer_trace``).
 
 Pure data over ``models.network``: nothing here imports ``scada``.
 """
@@ -46,14 +46,32 @@ class BranchKind(StrEnum):
     SWITCH = "switch"
 
 
+LV_MAX_V = 1000.0  # low voltage (IEC 60038): a winding rated at most this feeds customers
+
+
 def is_distribution_transformer(model: NetworkModel, transformer: Transformer, source_buses: frozenset[int]) -> bool:
-    """A transformer that is neither a voltage regulator nor on a source bus: it steps down towards customers.
-    The CIM import has no such flag, so it is derived here."""
-    return not transformer.is_regulator and not (set(transformer.buses) & source_buses)
+    """A transformer that steps down to customers: not a voltage regulator, and with a low-voltage winding (rated
+    at most 1 kV) — or, when the ratings are unknown, not on a source bus. The CIM has no such flag. A 33/11 kV
+    substation transformer behind an incomer breaker is therefore a power transformer, not a DT."""
+    if is_voltage_regulator(transformer):
+        return False
+    rated = [w.rated_u_v for w in transformer.windings if w.rated_u_v > 0]
+    if rated:
+        return min(rated) <= LV_MAX_V
+    return not (set(transformer.buses) & source_buses)
+
+
+def is_voltage_regulator(transformer: Transformer) -> bool:
+    """A tap-changing unit with (nearly) equal winding voltages; a power transformer with an on-load tap changer
+    (33/11 kV) also carries a RatioTapChanger but is not a regulator."""
+    if not transformer.is_regulator:
+        return False
+    rated = [w.rated_u_v for w in transformer.windings if w.rated_u_v > 0]
+    return not rated or max(rated) <= 1.1 * min(rated)
 
 
 def _transformer_kind(model: NetworkModel, transformer: Transformer, source_buses: frozenset[int]) -> BranchKind:
-    if transformer.is_regulator:
+    if is_voltage_regulator(transformer):
         return BranchKind.REGULATOR
     if is_distribution_transformer(model, transformer, source_buses):
         return BranchKind.DISTRIBUTION_TRANSFORMER
@@ -166,6 +184,9 @@ def build_topology_graph(model: NetworkModel, switch_closed: Mapping[str, bool] 
     loads_at: dict[int, list[str]] = {}
     for load in model.loads:
         loads_at.setdefault(load.bus, []).append(load.mrid)
+    customers_at: dict[int, list[str]] = {}
+    for customer in model.customers:
+        customers_at.setdefault(customer.bus, []).append(customer.consumer_number)
     sources_at: dict[int, list[str]] = {}
     for src in model.sources:
         sources_at.setdefault(src.bus, []).append(src.mrid)
@@ -179,6 +200,7 @@ def build_topology_graph(model: NetworkModel, switch_closed: Mapping[str, bool] 
             is_source=bus.index in sources_at,
             sources=tuple(sources_at.get(bus.index, ())),
             loads=tuple(loads_at.get(bus.index, ())),
+            customers=tuple(customers_at.get(bus.index, ())),  # consumer numbers (CIM UsagePoints)
         )
     for b in range(static.n_branches):
         kind = static.branch_kind[b]

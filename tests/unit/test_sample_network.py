@@ -168,3 +168,15 @@ def test_cli_export_sample(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert report["elements"]["feeders"] == 6 and report["elements"]["customers"] > 2000
     assert model_main(["export-sample", str(tmp_path / "text")]) == 0
     assert capsys.readouterr().out.splitlines()[0] == str(tmp_path / "text" / "sample_network.xml")
+
+
+def test_topology_graph_knows_dts_and_customers() -> None:
+    from models.topology import BranchKind, build_topology_graph
+
+    model = build_sample_network()
+    graph = build_topology_graph(model)
+    kinds = {d["name"]: d["kind"] for _a, _b, d in graph.edges(data=True)}
+    assert kinds["SS-TR1"] is BranchKind.TRANSFORMER  # a 33/11 kV power transformer behind its incomer
+    assert kinds["F1-RMU03-DT"] is BranchKind.DISTRIBUTION_TRANSFORMER
+    numbers = [n for _bus, data in graph.nodes(data=True) for n in data["customers"]]
+    assert len(numbers) == len(set(numbers)) == len(model.customers)
