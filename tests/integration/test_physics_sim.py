@@ -175,8 +175,7 @@ def test_operator_open_kills_downstream_spontaneously(system: System) -> None:
     assert any(n.startswith("l114.PNV") for n in down) and any(n.startswith("sw3.A.") for n in down)
     before = _rtdb(system)
     assert all(before[n] != 0 for n in down if ".PNV." in n or ".A." in n)
-    assert system.op.select("sw3.Pos.ph_A", DoubleState.OFF).status == pb.CONTROL_STATUS_SUCCESS
-    res = system.op.operate("sw3.Pos.ph_A", DoubleState.OFF)
+    res = _switch(system.op, "sw3.Pos.ph_A", DoubleState.OFF)
     assert res.status == pb.CONTROL_STATUS_SUCCESS and res.feedback == pb.FEEDBACK_STATUS_CONFIRMED
     try:
         assert system.sim.physics is not None and not system.sim.physics.switch_closed("sw3")
@@ -288,6 +287,17 @@ token = "{OPERATOR}"
 {rtus}"""
 
 
+def _switch(op: ScadaClient, point: str, value: DoubleState) -> pb.ControlResult:
+    """Select and operate, once more when the field did not answer: c104's server sometimes drops an execute
+    unanswered (LIBRARY_FACTS; tests/integration/test_iec104_master.py measures it), which is not under test here."""
+    for _attempt in range(2):
+        assert op.select(point, value).status == pb.CONTROL_STATUS_SUCCESS
+        result = op.operate(point, value)
+        if result.status not in (pb.CONTROL_STATUS_TIMEOUT, pb.CONTROL_STATUS_REFUSED_BY_FIELD):
+            break
+    return result
+
+
 @pytest.mark.skipif(not SAMPLE_NETWORK.is_file(), reason="models/data/sample_network.xml not generated yet")
 @pytest.mark.timeout(90)
 def test_sample_network_breaker_open_and_cable_fault(tmp_path: Path) -> None:
@@ -311,8 +321,7 @@ def test_sample_network_breaker_open_and_cable_fault(tmp_path: Path) -> None:
             assert op.read(["F1-CB.A.ph_A"])[0].value > 1.0
 
             # operator opens the feeder breaker: everything on F1 reads 0, spontaneously
-            assert op.select("F1-CB.Pos", DoubleState.OFF).status == pb.CONTROL_STATUS_SUCCESS
-            assert op.operate("F1-CB.Pos", DoubleState.OFF).status == pb.CONTROL_STATUS_SUCCESS
+            assert _switch(op, "F1-CB.Pos", DoubleState.OFF).status == pb.CONTROL_STATUS_SUCCESS
             wait_for(lambda: all(v.value == 0 for v in op.read(rmu_currents + rmu_volts + ["F1-CB.A.ph_A"])), 10,
                      "F1 dead after its breaker opened")
             op.select("F1-CB.Pos", DoubleState.ON)
