@@ -418,9 +418,63 @@ class _Cli:
         self.out.print(f"marking {m.tag_id} removed: {m.element_name or m.element} {m.kind}")
         return 0
 
+    def model_info(self, args: argparse.Namespace) -> int:
+        m = self.c.model_info()
+        self.out.print(f"{m.name}: version {m.version}, {m.buses} buses, {m.lines} lines, {m.transformers} "
+                       f"transformers, {m.switches} switches, {m.loads} loads, {m.feeders} feeders")
+        self.out.print(f"source {m.source}" + (f", current model kept in {m.persisted_file}" if m.persisted_file
+                                               else ""))
+        if m.updated_ms:
+            self.out.print(f"last updated {format_time(m.updated_ms)} by {m.updated_by}")
+        return 0
+
     def switch_state(self, args: argparse.Namespace) -> int:
         s = self.c.set_manual_switch_state(args.switch, args.state == "closed", args.reason)
         self.out.print(f"switch {s.name} set {'closed' if s.closed else 'open'} ({s.source})")
+        return 0
+
+    # -------------------------------------------------------------------------------------- network model
+    def model_diff(self, args: argparse.Namespace) -> int:
+        try:
+            with open(args.file, "rb") as f:
+                document = f.read()
+        except OSError as exc:
+            raise _Fail(f"cannot read {args.file}: {exc.strerror or exc}") from None
+        r = self.c.apply_difference(document, dry_run=args.dry_run, source=os.path.basename(args.file))
+        verdict = "valid (dry run, not applied)" if not r.applied else f"applied: model version {r.model_version}"
+        self.out.print(f"{args.file}: {verdict} — {r.description or 'no description'} ({r.created})")
+        t = Table(title=f"{r.model_name}: changes by class", title_justify="left")
+        for col in ("Class", "Added", "Removed", "Changed"):
+            t.add_column(col)
+        for c in r.by_class:
+            t.add_row(c.cim_class, str(c.added), str(c.removed), str(c.changed))
+        self.out.print(t)
+        for label, items in (("added", r.added), ("removed", r.removed), ("changed", r.changed)):
+            for o in items:
+                props = ", ".join(f"{p.prop} {p.old if p.has_old else '-'} -> {p.new if p.has_new else '-'}"
+                                  for p in o.changes)
+                self.out.print(f"  {label} {o.cim_class} {o.name or o.mrid}" + (f": {props}" if props else ""))
+        return 0
+
+    def export_changes(self, args: argparse.Namespace) -> int:
+        r = self.c.export_reconfiguration(permanent=args.permanent, since_normal=args.since_normal,
+                                          reason=args.reason)
+        if args.output:
+            try:
+                with open(args.output, "wb") as f:
+                    f.write(r.document)
+            except OSError as exc:
+                raise _Fail(f"cannot write {args.output}: {exc.strerror or exc}") from None
+        else:
+            sys.stdout.write(r.document.decode("utf-8"))
+        show = self.out if args.output else Console(stderr=True, highlight=False, width=200)
+        show.print(r.table, markup=False)
+        if r.uncertain_switches:
+            show.print(f"switch state uncertain, left at the model's state: {', '.join(r.uncertain_switches)}",
+                       markup=False)
+        if args.output:
+            show.print(f"CIM difference written to {args.output} ({len(r.document)} bytes, "
+                       f"{len(r.transformers)} DT(s) changed feeder)", markup=False)
         return 0
 
 
@@ -500,6 +554,16 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("switch", metavar="SWITCH")
     c.add_argument("state", choices=("open", "closed"))
     c.add_argument("--reason", default="")
+    c = sub.add_parser("model-info", help="the live network model: name, version, element counts, source file")
+    c = sub.add_parser("model-diff", help="apply a CIM difference (GIS update) to the live network model")
+    c.add_argument("file", metavar="FILE", help="dm:DifferenceModel RDF/XML")
+    c.add_argument("--dry-run", action="store_true", help="validate only; nothing changes")
+    c = sub.add_parser("export-changes", help="the reconfiguration (switching, DT feeder changes) as a CIM difference")
+    c.add_argument("--since-normal", action="store_true",
+                   help="against the normal switch states (default: the states the model holds)")
+    c.add_argument("--permanent", action="store_true", help="make the live states the normal ones (new NOPs)")
+    c.add_argument("--output", metavar="FILE", help="write the document here (default: stdout, table on stderr)")
+    c.add_argument("--reason", default="", help="written into the difference's description")
     return p
 
 

@@ -26,6 +26,7 @@ from scada.audit import AuditLog
 from scada.auth import Authenticator
 from scada.commands import CommandOutcome, CommandService, FeedbackStatus
 from scada.historian import Historian
+from scada.model_service import ModelService
 from scada.rtdb import Rtdb
 from scada.services import AdapterState, Services
 from scada.soe import SoeJournal
@@ -69,6 +70,7 @@ class ControlCenter:
         # The live topology and its interlocks exist only for a station with a network model.
         self.topology: TopologyService | None = None
         self.manual_states: ManualStateStore | None = None
+        self.model: ModelService | None = None  # the live CIM model: GIS differences and reconfiguration export
         if config.network is not None:
             from scada.interlocks import TopologyInterlocks
 
@@ -76,6 +78,7 @@ class ControlCenter:
             self.topology = TopologyService(self.rtdb, config.network, audit=self.audit,
                                             manual_store=self.manual_states)
             self.commands.add_interlock(TopologyInterlocks(self.topology, self.rtdb, self.tags))
+            self.model = ModelService(config, self.topology, data_dir=self.data_dir, audit=self.audit)
         self.supervisors = {s.name: AdapterSupervisor(s, config, self) for s in adapter_specs(config)}
         self._adapter_of = {rtu: s.spec.name for s in self.supervisors.values() for rtu in s.spec.rtus}
         self.services = Services(config, self.rtdb, self.commands, self.alarms, self.soe, self.historian,
@@ -101,7 +104,7 @@ class ControlCenter:
         for t in self._threads:
             t.start()
         self.grpc_server, self.grpc_port = build_grpc_server(self.services, self.grpc_address,
-                                                             topology=self.topology)
+                                                             topology=self.topology, model=self.model)
         self.grpc_server.start()
         if self._start_adapters:
             for sup in self.supervisors.values():

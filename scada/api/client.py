@@ -119,6 +119,7 @@ class ScadaClient:
         self._rtus = pb_grpc.RtuServiceStub(self._channel)
         self._history = pb_grpc.HistoryServiceStub(self._channel)
         self._topology = pb_grpc.TopologyServiceStub(self._channel)
+        self._model = pb_grpc.ModelServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
     # ------------------------------------------------------------------------------------------ plumbing
@@ -283,3 +284,20 @@ class ScadaClient:
 
     def unmark(self, tag_id: int, reason: str = "") -> pb.Marking:
         return self._unary(self._topology.UnmarkElement, pb.UnmarkElementRequest(tag_id=tag_id, reason=reason))
+
+    # ------------------------------------------------------------------------------------------ network model
+    def model_info(self) -> pb.ModelInfo:
+        return self._unary(self._model.GetModelInfo, pb.GetModelInfoRequest())
+
+    def apply_difference(self, document: bytes, *, dry_run: bool = False, source: str = ""
+                         ) -> pb.ApplyDifferenceResponse:
+        """Apply (or with ``dry_run`` only validate) a CIM difference to the live model (engineer or admin role);
+        a refusal is INVALID_ARGUMENT with every problem in the message."""
+        req = pb.ApplyDifferenceRequest(document=document, dry_run=dry_run, source=source)
+        return self._unary(self._model.ApplyDifference, req)
+
+    def export_reconfiguration(self, *, permanent: bool = False, since_normal: bool = False,
+                               reason: str = "") -> pb.ExportReconfigurationResponse:
+        """The live switching against the model's (or normal) states as a CIM difference, with the DT moves."""
+        req = pb.ExportReconfigurationRequest(permanent=permanent, since_normal=since_normal, reason=reason)
+        return self._unary(self._model.ExportReconfiguration, req)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import json
 import logging
 import math
 from collections.abc import Callable, Iterator
@@ -20,7 +21,9 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from models.config import OperatorConfig
+from models.cim.difference import DifferenceSummary, ObjectChange
+from models.config import OperatorConfig, Role
+from models.gis_exchange import FeederMove
 from models.timebase import now_ms
 from scada.alarm_rules import AlarmError
 from scada.api import convert
@@ -30,6 +33,7 @@ from scada.auth import Permission, allowed
 from scada.commands import RefusalReason
 from scada.errors import CommandRefused, ScadaError, UnknownPointError
 from scada.historian import HistorianError
+from scada.model_service import ExportBase, ModelService, ModelServiceError, ModelUpdateRefused
 from scada.services import Services
 from scada.tags import TagError, TagKind
 from scada.topology_service import (
@@ -45,7 +49,8 @@ log = logging.getLogger(__name__)
 #: Services registered on the server, as reflection and health checking name them.
 SERVICE_NAMES: tuple[str, ...] = tuple(
     pb.DESCRIPTOR.services_by_name[s].full_name
-    for s in ("PointService", "ControlService", "RtuService", "AlarmService", "HistoryService", "TopologyService")
+    for s in ("PointService", "ControlService", "RtuService", "AlarmService", "HistoryService", "TopologyService",
+              "ModelService")
 )
 
 #: How long a stream waits for a change before checking that its client is still there.
@@ -91,7 +96,9 @@ def _map_errors(context: grpc.ServicerContext, exc: Exception) -> NoReturn:
         _abort(context, _REFUSAL_CODES.get(reason, grpc.StatusCode.FAILED_PRECONDITION), f"{reason}: {exc}")
     if isinstance(exc, UnknownPointError | UnknownElementError):
         _abort(context, grpc.StatusCode.NOT_FOUND, str(exc))
-    if isinstance(exc, TopologyServiceError):
+    if isinstance(exc, ModelUpdateRefused):
+        _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+    if isinstance(exc, TopologyServiceError | ModelServiceError):
         _abort(context, grpc.StatusCode.FAILED_PRECONDITION, str(exc))
     if isinstance(exc, HistorianError | ValueError):
         _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
@@ -569,13 +576,90 @@ class TopologyServicer(_Base, pb_grpc.TopologyServiceServicer):
         return convert.marking(removed, (found[0].mrid, found[0].name) if found else None)
 
 
+class ModelServicer(_Base, pb_grpc.ModelServiceServicer):
+    """The live network model: info and reconfiguration export for any role, GIS differences for engineers and
+    admins only (a model change is configuration work); FAILED_PRECONDITION without a network model."""
+
+    def __init__(self, services: Services, model: ModelService | None) -> None:
+        super().__init__(services)
+        self.model = model
+
+    def _model(self, context: grpc.ServicerContext) -> ModelService:
+        if self.model is None:
+            _abort(context, grpc.StatusCode.FAILED_PRECONDITION,
+                   "this station has no network model: add [network] cim = \"file.xml\" to its configuration")
+        return self.model
+
+    @_handled(Permission.READ, "read the network model information")
+    def GetModelInfo(self, request: pb.GetModelInfoRequest, context: grpc.ServicerContext,
+                     operator: OperatorConfig) -> pb.ModelInfo:
+        i = self._model(context).info()
+        return pb.ModelInfo(name=i.name, version=i.version, source=i.source, persisted_file=i.persisted_file,
+                            buses=i.buses, lines=i.lines, transformers=i.transformers, switches=i.switches,
+                            loads=i.loads, feeders=i.feeders, updated_ms=i.updated_ms, updated_by=i.updated_by)
+
+    @_handled(Permission.READ, "apply a network model difference")
+    def ApplyDifference(self, request: pb.ApplyDifferenceRequest, context: grpc.ServicerContext,
+                        operator: OperatorConfig) -> pb.ApplyDifferenceResponse:
+        if operator.role not in _MODEL_EDIT_ROLES:
+            _abort(context, grpc.StatusCode.PERMISSION_DENIED,
+                   f"operator {operator.name} (role {operator.role.value}) may not apply a network model "
+                   f"difference: that needs the engineer or admin role")
+        service = self._model(context)
+        summary, version = service.apply(request.document, operator, dry_run=request.dry_run,
+                                         source=request.source or "<difference>")
+        return _summary_message(summary, version, service.model.name, applied=not request.dry_run)
+
+    @_handled(Permission.READ, "export the network reconfiguration")
+    def ExportReconfiguration(self, request: pb.ExportReconfigurationRequest, context: grpc.ServicerContext,
+                              operator: OperatorConfig) -> pb.ExportReconfigurationResponse:
+        out = self._model(context).export_changes(
+            permanent=request.permanent, since=ExportBase.NORMAL if request.since_normal else ExportBase.MODEL,
+            operator=operator.name, reason=request.reason)
+        r = out.reconfiguration
+        return pb.ExportReconfigurationResponse(
+            document=out.document, model_version=out.model_version, when=r.when.isoformat(),
+            description=r.description(),
+            switches=[pb.SwitchChangeInfo(mrid=s.mrid, name=s.name, closed_before=s.closed_before,
+                                          closed_after=s.closed_after, normal_open_before=s.normal_open_before,
+                                          normal_open_after=s.normal_open_after) for s in r.switches],
+            transformers=[_feeder_change(m) for m in r.transformers], loads=[_feeder_change(m) for m in r.loads],
+            table=r.table(), json=json.dumps(r.to_json()), uncertain_switches=out.uncertain_switches)
+
+
+_MODEL_EDIT_ROLES = frozenset({Role.ENGINEER, Role.ADMIN})
+
+
+def _object_change(o: ObjectChange) -> pb.ObjectChangeInfo:
+    return pb.ObjectChangeInfo(cim_class=o.cim_class, mrid=o.mrid, name=o.name, changes=[
+        pb.PropertyChangeInfo(prop=c.prop, old=c.old or "", new=c.new or "", has_old=c.old is not None,
+                              has_new=c.new is not None) for c in o.changes])
+
+
+def _summary_message(summary: DifferenceSummary, version: int, model_name: str, *, applied: bool
+                     ) -> pb.ApplyDifferenceResponse:
+    h = summary.header
+    return pb.ApplyDifferenceResponse(
+        applied=applied, model_version=version, model_name=model_name, difference_mrid=h.mrid, created=h.created,
+        description=h.description, added=[_object_change(o) for o in summary.added],
+        removed=[_object_change(o) for o in summary.removed], changed=[_object_change(o) for o in summary.changed],
+        by_class=[pb.ClassChangeCount(cim_class=cls, added=c["added"], removed=c["removed"], changed=c["changed"])
+                  for cls, c in summary.by_class().items()])
+
+
+def _feeder_change(m: FeederMove) -> pb.FeederChange:
+    return pb.FeederChange(mrid=m.mrid, name=m.name, kind=m.kind.value, old_feeder=m.old_feeder,
+                           new_feeder=m.new_feeder, customers=m.customers, usage_points=m.usage_points)
+
+
 # ------------------------------------------------------------------------------------------------ server
 
 
-def build_grpc_server(services: Services, address: str, *, topology: TopologyService | None = None
-                      ) -> tuple[grpc.Server, int]:
+def build_grpc_server(services: Services, address: str, *, topology: TopologyService | None = None,
+                      model: ModelService | None = None) -> tuple[grpc.Server, int]:
     """A server with every service, health checking and reflection, bound to ``address`` (port may be 0).
-    ``topology`` serves the TopologyService (without it, its calls answer FAILED_PRECONDITION).
+    ``topology`` serves the TopologyService and ``model`` the ModelService (without them, their calls answer
+    FAILED_PRECONDITION).
 
     Returns the server (not started) and the bound port. Each open stream holds one worker thread; calls beyond
     ``server.grpc_workers`` concurrent ones are refused with RESOURCE_EXHAUSTED instead of queuing unseen.
@@ -593,6 +677,7 @@ def build_grpc_server(services: Services, address: str, *, topology: TopologySer
     pb_grpc.add_AlarmServiceServicer_to_server(AlarmServicer(services), server)
     pb_grpc.add_HistoryServiceServicer_to_server(HistoryServicer(services), server)
     pb_grpc.add_TopologyServiceServicer_to_server(TopologyServicer(services, topology), server)
+    pb_grpc.add_ModelServiceServicer_to_server(ModelServicer(services, model), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", *SERVICE_NAMES):

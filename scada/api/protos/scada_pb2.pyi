@@ -955,3 +955,175 @@ class UnmarkElementRequest(_message.Message):
     tag_id: int
     reason: str
     def __init__(self, tag_id: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class GetModelInfoRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ModelInfo(_message.Message):
+    __slots__ = ("name", "version", "source", "persisted_file", "buses", "lines", "transformers", "switches", "loads", "feeders", "updated_ms", "updated_by")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    PERSISTED_FILE_FIELD_NUMBER: _ClassVar[int]
+    BUSES_FIELD_NUMBER: _ClassVar[int]
+    LINES_FIELD_NUMBER: _ClassVar[int]
+    TRANSFORMERS_FIELD_NUMBER: _ClassVar[int]
+    SWITCHES_FIELD_NUMBER: _ClassVar[int]
+    LOADS_FIELD_NUMBER: _ClassVar[int]
+    FEEDERS_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_MS_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_BY_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: int
+    source: str
+    persisted_file: str
+    buses: int
+    lines: int
+    transformers: int
+    switches: int
+    loads: int
+    feeders: int
+    updated_ms: int
+    updated_by: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., source: _Optional[str] = ..., persisted_file: _Optional[str] = ..., buses: _Optional[int] = ..., lines: _Optional[int] = ..., transformers: _Optional[int] = ..., switches: _Optional[int] = ..., loads: _Optional[int] = ..., feeders: _Optional[int] = ..., updated_ms: _Optional[int] = ..., updated_by: _Optional[str] = ...) -> None: ...
+
+class ApplyDifferenceRequest(_message.Message):
+    __slots__ = ("document", "dry_run", "source")
+    DOCUMENT_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    document: bytes
+    dry_run: bool
+    source: str
+    def __init__(self, document: _Optional[bytes] = ..., dry_run: _Optional[bool] = ..., source: _Optional[str] = ...) -> None: ...
+
+class PropertyChangeInfo(_message.Message):
+    __slots__ = ("prop", "old", "new", "has_old", "has_new")
+    PROP_FIELD_NUMBER: _ClassVar[int]
+    OLD_FIELD_NUMBER: _ClassVar[int]
+    NEW_FIELD_NUMBER: _ClassVar[int]
+    HAS_OLD_FIELD_NUMBER: _ClassVar[int]
+    HAS_NEW_FIELD_NUMBER: _ClassVar[int]
+    prop: str
+    old: str
+    new: str
+    has_old: bool
+    has_new: bool
+    def __init__(self, prop: _Optional[str] = ..., old: _Optional[str] = ..., new: _Optional[str] = ..., has_old: _Optional[bool] = ..., has_new: _Optional[bool] = ...) -> None: ...
+
+class ObjectChangeInfo(_message.Message):
+    __slots__ = ("cim_class", "mrid", "name", "changes")
+    CIM_CLASS_FIELD_NUMBER: _ClassVar[int]
+    MRID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CHANGES_FIELD_NUMBER: _ClassVar[int]
+    cim_class: str
+    mrid: str
+    name: str
+    changes: _containers.RepeatedCompositeFieldContainer[PropertyChangeInfo]
+    def __init__(self, cim_class: _Optional[str] = ..., mrid: _Optional[str] = ..., name: _Optional[str] = ..., changes: _Optional[_Iterable[_Union[PropertyChangeInfo, _Mapping]]] = ...) -> None: ...
+
+class ClassChangeCount(_message.Message):
+    __slots__ = ("cim_class", "added", "removed", "changed")
+    CIM_CLASS_FIELD_NUMBER: _ClassVar[int]
+    ADDED_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_FIELD_NUMBER: _ClassVar[int]
+    cim_class: str
+    added: int
+    removed: int
+    changed: int
+    def __init__(self, cim_class: _Optional[str] = ..., added: _Optional[int] = ..., removed: _Optional[int] = ..., changed: _Optional[int] = ...) -> None: ...
+
+class ApplyDifferenceResponse(_message.Message):
+    __slots__ = ("applied", "model_version", "model_name", "difference_mrid", "created", "description", "added", "removed", "changed", "by_class")
+    APPLIED_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    DIFFERENCE_MRID_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    ADDED_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_FIELD_NUMBER: _ClassVar[int]
+    BY_CLASS_FIELD_NUMBER: _ClassVar[int]
+    applied: bool
+    model_version: int
+    model_name: str
+    difference_mrid: str
+    created: str
+    description: str
+    added: _containers.RepeatedCompositeFieldContainer[ObjectChangeInfo]
+    removed: _containers.RepeatedCompositeFieldContainer[ObjectChangeInfo]
+    changed: _containers.RepeatedCompositeFieldContainer[ObjectChangeInfo]
+    by_class: _containers.RepeatedCompositeFieldContainer[ClassChangeCount]
+    def __init__(self, applied: _Optional[bool] = ..., model_version: _Optional[int] = ..., model_name: _Optional[str] = ..., difference_mrid: _Optional[str] = ..., created: _Optional[str] = ..., description: _Optional[str] = ..., added: _Optional[_Iterable[_Union[ObjectChangeInfo, _Mapping]]] = ..., removed: _Optional[_Iterable[_Union[ObjectChangeInfo, _Mapping]]] = ..., changed: _Optional[_Iterable[_Union[ObjectChangeInfo, _Mapping]]] = ..., by_class: _Optional[_Iterable[_Union[ClassChangeCount, _Mapping]]] = ...) -> None: ...
+
+class ExportReconfigurationRequest(_message.Message):
+    __slots__ = ("permanent", "since_normal", "reason")
+    PERMANENT_FIELD_NUMBER: _ClassVar[int]
+    SINCE_NORMAL_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    permanent: bool
+    since_normal: bool
+    reason: str
+    def __init__(self, permanent: _Optional[bool] = ..., since_normal: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class SwitchChangeInfo(_message.Message):
+    __slots__ = ("mrid", "name", "closed_before", "closed_after", "normal_open_before", "normal_open_after")
+    MRID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CLOSED_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    CLOSED_AFTER_FIELD_NUMBER: _ClassVar[int]
+    NORMAL_OPEN_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    NORMAL_OPEN_AFTER_FIELD_NUMBER: _ClassVar[int]
+    mrid: str
+    name: str
+    closed_before: bool
+    closed_after: bool
+    normal_open_before: bool
+    normal_open_after: bool
+    def __init__(self, mrid: _Optional[str] = ..., name: _Optional[str] = ..., closed_before: _Optional[bool] = ..., closed_after: _Optional[bool] = ..., normal_open_before: _Optional[bool] = ..., normal_open_after: _Optional[bool] = ...) -> None: ...
+
+class FeederChange(_message.Message):
+    __slots__ = ("mrid", "name", "kind", "old_feeder", "new_feeder", "customers", "usage_points")
+    MRID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    OLD_FEEDER_FIELD_NUMBER: _ClassVar[int]
+    NEW_FEEDER_FIELD_NUMBER: _ClassVar[int]
+    CUSTOMERS_FIELD_NUMBER: _ClassVar[int]
+    USAGE_POINTS_FIELD_NUMBER: _ClassVar[int]
+    mrid: str
+    name: str
+    kind: str
+    old_feeder: str
+    new_feeder: str
+    customers: int
+    usage_points: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, mrid: _Optional[str] = ..., name: _Optional[str] = ..., kind: _Optional[str] = ..., old_feeder: _Optional[str] = ..., new_feeder: _Optional[str] = ..., customers: _Optional[int] = ..., usage_points: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ExportReconfigurationResponse(_message.Message):
+    __slots__ = ("document", "model_version", "when", "description", "switches", "transformers", "loads", "table", "json", "uncertain_switches")
+    DOCUMENT_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    WHEN_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    SWITCHES_FIELD_NUMBER: _ClassVar[int]
+    TRANSFORMERS_FIELD_NUMBER: _ClassVar[int]
+    LOADS_FIELD_NUMBER: _ClassVar[int]
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    JSON_FIELD_NUMBER: _ClassVar[int]
+    UNCERTAIN_SWITCHES_FIELD_NUMBER: _ClassVar[int]
+    document: bytes
+    model_version: int
+    when: str
+    description: str
+    switches: _containers.RepeatedCompositeFieldContainer[SwitchChangeInfo]
+    transformers: _containers.RepeatedCompositeFieldContainer[FeederChange]
+    loads: _containers.RepeatedCompositeFieldContainer[FeederChange]
+    table: str
+    json: str
+    uncertain_switches: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, document: _Optional[bytes] = ..., model_version: _Optional[int] = ..., when: _Optional[str] = ..., description: _Optional[str] = ..., switches: _Optional[_Iterable[_Union[SwitchChangeInfo, _Mapping]]] = ..., transformers: _Optional[_Iterable[_Union[FeederChange, _Mapping]]] = ..., loads: _Optional[_Iterable[_Union[FeederChange, _Mapping]]] = ..., table: _Optional[str] = ..., json: _Optional[str] = ..., uncertain_switches: _Optional[_Iterable[str]] = ...) -> None: ...

@@ -1401,3 +1401,164 @@ class TopologyService:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class ModelServiceStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.GetModelInfo = channel.unary_unary(
+                '/dscada.v1.ModelService/GetModelInfo',
+                request_serializer=scada_dot_api_dot_protos_dot_scada__pb2.GetModelInfoRequest.SerializeToString,
+                response_deserializer=scada_dot_api_dot_protos_dot_scada__pb2.ModelInfo.FromString,
+                _registered_method=True)
+        self.ApplyDifference = channel.unary_unary(
+                '/dscada.v1.ModelService/ApplyDifference',
+                request_serializer=scada_dot_api_dot_protos_dot_scada__pb2.ApplyDifferenceRequest.SerializeToString,
+                response_deserializer=scada_dot_api_dot_protos_dot_scada__pb2.ApplyDifferenceResponse.FromString,
+                _registered_method=True)
+        self.ExportReconfiguration = channel.unary_unary(
+                '/dscada.v1.ModelService/ExportReconfiguration',
+                request_serializer=scada_dot_api_dot_protos_dot_scada__pb2.ExportReconfigurationRequest.SerializeToString,
+                response_deserializer=scada_dot_api_dot_protos_dot_scada__pb2.ExportReconfigurationResponse.FromString,
+                _registered_method=True)
+
+
+class ModelServiceServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def GetModelInfo(self, request, context):
+        """viewer
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ApplyDifference(self, request, context):
+        """engineer or admin
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExportReconfiguration(self, request, context):
+        """viewer
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_ModelServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'GetModelInfo': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetModelInfo,
+                    request_deserializer=scada_dot_api_dot_protos_dot_scada__pb2.GetModelInfoRequest.FromString,
+                    response_serializer=scada_dot_api_dot_protos_dot_scada__pb2.ModelInfo.SerializeToString,
+            ),
+            'ApplyDifference': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApplyDifference,
+                    request_deserializer=scada_dot_api_dot_protos_dot_scada__pb2.ApplyDifferenceRequest.FromString,
+                    response_serializer=scada_dot_api_dot_protos_dot_scada__pb2.ApplyDifferenceResponse.SerializeToString,
+            ),
+            'ExportReconfiguration': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportReconfiguration,
+                    request_deserializer=scada_dot_api_dot_protos_dot_scada__pb2.ExportReconfigurationRequest.FromString,
+                    response_serializer=scada_dot_api_dot_protos_dot_scada__pb2.ExportReconfigurationResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'dscada.v1.ModelService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('dscada.v1.ModelService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class ModelService:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def GetModelInfo(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dscada.v1.ModelService/GetModelInfo',
+            scada_dot_api_dot_protos_dot_scada__pb2.GetModelInfoRequest.SerializeToString,
+            scada_dot_api_dot_protos_dot_scada__pb2.ModelInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApplyDifference(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dscada.v1.ModelService/ApplyDifference',
+            scada_dot_api_dot_protos_dot_scada__pb2.ApplyDifferenceRequest.SerializeToString,
+            scada_dot_api_dot_protos_dot_scada__pb2.ApplyDifferenceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportReconfiguration(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dscada.v1.ModelService/ExportReconfiguration',
+            scada_dot_api_dot_protos_dot_scada__pb2.ExportReconfigurationRequest.SerializeToString,
+            scada_dot_api_dot_protos_dot_scada__pb2.ExportReconfigurationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
