@@ -15,7 +15,7 @@ def sample_station_path() -> Path:
 
 
 def sample_network_station_path() -> Path:
-    """The station of the embedded CIM sample network (``sample_network.xml``): points derived from its measurements."""
+    """The station of the embedded CIM sample network (``sample_network.xml.gz``): points from its measurements."""
     return Path(str(files("models") / "data" / "sample_network_station.toml"))
 
 

@@ -8,6 +8,7 @@ CIM namespace, e.g. ``...CIM100#SinglePhaseKind.A``) are literal values ``"Singl
 
 from __future__ import annotations
 
+import gzip
 import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Mapping
@@ -81,8 +82,9 @@ def _split_tag(tag: str) -> tuple[str, str]:
 
 
 def read_rdf(path: str | Path) -> CimGraph:
-    """Read a CIM RDF/XML file. Raises CimError for a file that cannot be read or is not well-formed XML; duplicate
-    identifiers and objects without an identifier are returned as ``problems`` for the caller to raise with its own."""
+    """Read a CIM RDF/XML file (gzip-compressed when its name ends in ``.gz``). Raises CimError for a file that
+    cannot be read or is not well-formed XML; duplicate identifiers and objects without an identifier are returned as
+    ``problems`` for the caller to raise with its own."""
     source = str(path)
     objects: dict[str, CimObject] = {}
     by_class: dict[str, list[CimObject]] = {}
@@ -91,7 +93,8 @@ def read_rdf(path: str | Path) -> CimGraph:
     depth = 0
     root_tag = ""
     try:
-        for event, elem in ET.iterparse(source, events=("start", "end")):
+        stream = gzip.open(source) if source.endswith(".gz") else source
+        for event, elem in ET.iterparse(stream, events=("start", "end")):
             if event == "start":
                 depth += 1
                 if depth == 1:
@@ -119,7 +122,7 @@ def read_rdf(path: str | Path) -> CimGraph:
             by_class.setdefault(local, []).append(obj)
     except FileNotFoundError as exc:
         raise CimError(source, (CimProblem("file", source, "", "does not exist"),)) from exc
-    except OSError as exc:
+    except (OSError, EOFError) as exc:  # EOFError: a truncated .gz
         raise CimError(source, (CimProblem("file", source, "", f"cannot be read: {exc}"),)) from exc
     except ET.ParseError as exc:
         row, col = exc.position

@@ -18,6 +18,7 @@ from support import IEEE123, free_port, requires_reference_feeders, wait_for
 from models.config import StationConfig, load_station_config
 from models.measurement_points import Quantity
 from models.points import DoubleState, PointKind
+from models.sample_network import SAMPLE_NETWORK_PATH
 from rtu_sim.control_socket import ControlSocketServer, send_request
 from rtu_sim.grid_driver import PhysicsSettings
 from rtu_sim.simulator import RtuSimulator
@@ -258,7 +259,7 @@ def test_physics_alone_balance_dead_sections_and_fpi_reset(tmp_path: Path) -> No
     assert physics.reset_fpis() == ("sw1",) and physics.fpi_picked_up() == ()
 
 
-SAMPLE_NETWORK = Path(__file__).resolve().parents[2] / "models" / "data" / "sample_network.xml"
+SAMPLE_NETWORK = SAMPLE_NETWORK_PATH
 
 
 def sample_station_text(data_dir: Path) -> str:
@@ -298,7 +299,7 @@ def _switch(op: ScadaClient, point: str, value: DoubleState) -> pb.ControlResult
     return result
 
 
-@pytest.mark.skipif(not SAMPLE_NETWORK.is_file(), reason="models/data/sample_network.xml not generated yet")
+@pytest.mark.skipif(not SAMPLE_NETWORK.is_file(), reason="the embedded sample network is missing")
 @pytest.mark.timeout(90)
 def test_sample_network_breaker_open_and_cable_fault(tmp_path: Path) -> None:
     path = tmp_path / "station.toml"

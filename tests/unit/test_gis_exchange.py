@@ -22,12 +22,13 @@ from models.gis_exchange import (
     reconfiguration_difference,
 )
 from models.network import NetworkModel
+from models.sample_network import SAMPLE_NETWORK_PATH
 from models.topology import BranchKind, build_topology_graph
 
 pytestmark = pytest.mark.timeout(60)
 DIFF_DIR = Path(__file__).resolve().parents[1] / "data" / "cim" / "diff"
 TWO_FEEDERS = DIFF_DIR / "two_feeders.xml"
-SAMPLE_NETWORK = Path(__file__).resolve().parents[2] / "models" / "data" / "sample_network.xml"
+SAMPLE_NETWORK = SAMPLE_NETWORK_PATH
 WHEN = datetime(2026, 11, 26, 16, 5, 30, tzinfo=timezone(timedelta(hours=5, minutes=30)))  # IST
 CIM = "{http://iec.ch/TC57/CIM100#}"
 RDF = "{http://www.w3.org/1999/02/22-rdf-syntax-ns#}"

@@ -13,6 +13,7 @@ from models.errors import ConfigError
 from models.measurement_points import ANALOG_IOA_OFFSET, COMMAND_IOA_OFFSET, Quantity
 from models.network import Phase
 from models.points import PointKind
+from models.sample_network import SAMPLE_NETWORK_PATH
 
 pytestmark = requires_reference_feeders()
 
@@ -111,10 +112,10 @@ def test_globs_matching_nothing_are_an_error(tmp_path: Path) -> None:
 
 
 SAMPLE_STATION = Path(__file__).resolve().parents[2] / "models" / "data" / "sample_network_station.toml"
-SAMPLE_NETWORK = SAMPLE_STATION.with_name("sample_network.xml")
+SAMPLE_NETWORK = SAMPLE_NETWORK_PATH
 
 
-@pytest.mark.skipif(not SAMPLE_NETWORK.is_file(), reason="models/data/sample_network.xml not generated yet")
+@pytest.mark.skipif(not SAMPLE_NETWORK.is_file(), reason="the embedded sample network is missing")
 def test_sample_network_station() -> None:
     cfg = load_station_config(SAMPLE_STATION)
     model = cfg.network
