@@ -23,7 +23,12 @@ from models.config import StationConfig
 log = logging.getLogger(__name__)
 
 #: Entry points per protocol; the value is "module:function" matching channel.AdapterMain.
-ADAPTER_ENTRIES = {"iec104": "frontend_protocols.iec104.master:run_adapter"}
+ADAPTER_ENTRIES = {
+    "iec104": "frontend_protocols.iec104.master:run_adapter",
+    "dnp3": "frontend_protocols.dnp3.master:run_adapter",
+    "modbus": "frontend_protocols.modbus.master:run_adapter",
+    "iec61850": "frontend_protocols.iec61850.master:run_adapter",
+}
 
 
 class AdapterSink(Protocol):

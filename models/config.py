@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass, field
+from collections.abc import Hashable
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from models.errors import ConfigError, ModelError
@@ -28,6 +30,11 @@ from models.points import (
     Priority,
     StateAlarm,
 )
+from models.protocols import DerivedAddress
+from models.protocols import dnp3 as dnp3_proto
+from models.protocols import iec104 as iec104_proto
+from models.protocols import iec61850 as iec61850_proto
+from models.protocols import modbus as modbus_proto
 
 
 class Role(StrEnum):
@@ -39,6 +46,26 @@ class Role(StrEnum):
 
 class Protocol(StrEnum):
     IEC104 = "iec104"
+    DNP3 = "dnp3"
+    MODBUS = "modbus"  # Modbus TCP
+    IEC61850 = "iec61850"  # MMS client
+
+
+#: The addressing rules of each protocol (models/protocols/).
+PROTOCOL_MODULES: dict[Protocol, ModuleType] = {
+    Protocol.IEC104: iec104_proto,
+    Protocol.DNP3: dnp3_proto,
+    Protocol.MODBUS: modbus_proto,
+    Protocol.IEC61850: iec61850_proto,
+}
+#: Range of the RTU's ``common_address`` per protocol: IEC 104 common address (ASDU address), DNP3 outstation link
+#: address, Modbus unit id; an IEC 61850 IED has none (its IED name is in ``iec61850.ied_name``).
+COMMON_ADDRESS_RANGE: dict[Protocol, tuple[int, int]] = {
+    Protocol.IEC104: (1, 65_534),
+    Protocol.DNP3: dnp3_proto.LINK_ADDRESS_RANGE,
+    Protocol.MODBUS: modbus_proto.UNIT_ID_RANGE,
+    Protocol.IEC61850: (0, 65_535),
+}
 
 
 class LoadCurve(StrEnum):
@@ -49,16 +76,7 @@ class LoadCurve(StrEnum):
 
 #: Monitoring type identifiers accepted per protocol and point kind.
 MONITOR_TYPES: dict[Protocol, dict[PointKind, frozenset[str]]] = {
-    Protocol.IEC104: {
-        PointKind.SINGLE: frozenset({"M_SP_NA_1", "M_SP_TB_1"}),
-        PointKind.DOUBLE: frozenset({"M_DP_NA_1", "M_DP_TB_1"}),
-        PointKind.ANALOG: frozenset(
-            {"M_ME_NA_1", "M_ME_NB_1", "M_ME_NC_1", "M_ME_TD_1", "M_ME_TE_1", "M_ME_TF_1"}
-        ),
-        PointKind.COUNTER: frozenset({"M_IT_NA_1", "M_IT_TB_1"}),
-        PointKind.SETPOINT: frozenset({"M_ME_NC_1", "M_ME_TF_1", "M_ME_NB_1", "M_ME_TE_1"}),
-        PointKind.COMMAND: frozenset({""}),
-    }
+    proto: module.MONITOR_TYPES for proto, module in PROTOCOL_MODULES.items()
 }
 
 #: Which control types fit which point kind.
@@ -135,6 +153,16 @@ class RtuConfig:
     # (models.measurement_points), numbered from ioa_base.
     equipment: tuple[str, ...] = ()
     ioa_base: int = DEFAULT_IOA_BASE
+    # Protocol tables (``dnp3 = { master_address = 1 }`` ...): only the one of ``protocol`` may be given; the others
+    # keep their defaults and mean nothing.
+    dnp3: dnp3_proto.Options = field(default_factory=dnp3_proto.Options)
+    modbus: modbus_proto.Options = field(default_factory=modbus_proto.Options)
+    iec61850: iec61850_proto.Options = field(default_factory=iec61850_proto.Options)
+
+    @property
+    def ied_name(self) -> str:
+        """The IEC 61850 IED name (prefix of every logical device on the wire)."""
+        return self.iec61850.ied_name or iec61850_proto.default_ied_name(self.name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -414,15 +442,30 @@ def _rtus(top: _Reader, source: str, loc: _Locator) -> tuple[RtuConfig, ...]:
     for i, raw in enumerate(top.get("rtus", list, [])):
         r = _Reader(source, loc, raw, f"rtus[{i}]", loc.line("rtus", i))
         name = r.get("name", str, required=True)
+        protocol = r.enum("protocol", Protocol, Protocol.IEC104)
         addrs = r.get("addresses", list, required=True)
         if not 1 <= len(addrs) <= 2 or not all(isinstance(a, str) for a in addrs):
             raise r.fail("addresses", "must list one or two \"host:port\" strings (primary, backup)")
-        ca = r.get("common_address", int, required=True)
-        if not 1 <= ca <= 65534:
-            raise r.fail("common_address", f"must be 1..65534, got {ca}")
+        lo, hi = COMMON_ADDRESS_RANGE[protocol]
+        ca = r.get("common_address", int, 0 if protocol is Protocol.IEC61850 else ..., required=False)
+        if not lo <= ca <= hi:
+            raise r.fail("common_address", f"must be {lo}..{hi} on {protocol.value}, got {ca}")
+        options: dict[str, Any] = {}
+        for proto in (Protocol.DNP3, Protocol.MODBUS, Protocol.IEC61850):
+            sub = r.sub(proto.value)
+            if sub is None:
+                continue
+            if proto is not protocol:
+                raise r.fail(proto.value, f"is a {proto.value} table but the RTU speaks {protocol.value}")
+            options[proto.value] = PROTOCOL_MODULES[proto].parse_options(sub)
+        if "iec61850" in options and options["iec61850"].scl:
+            scl = Path(options["iec61850"].scl)
+            if not scl.is_absolute():
+                scl = Path(source).resolve().parent / scl
+            options["iec61850"] = replace(options["iec61850"], scl=str(scl))
         rtu = RtuConfig(
             name=name,
-            protocol=r.enum("protocol", Protocol, Protocol.IEC104),
+            protocol=protocol,
             common_address=ca,
             addresses=tuple(_address(r, "addresses", a) for a in addrs),
             gi_period_s=r.positive("gi_period_s", 600.0),
@@ -435,6 +478,7 @@ def _rtus(top: _Reader, source: str, loc: _Locator) -> tuple[RtuConfig, ...]:
             t3_s=r.get("t3_s", int, 20),
             equipment=tuple(r.get("equipment", list, [])),
             ioa_base=r.get("ioa_base", int, DEFAULT_IOA_BASE),
+            **options,
         )
         r.finish()
         if not all(isinstance(g, str) and g for g in rtu.equipment):
@@ -461,7 +505,7 @@ def _points(
     points: list[PointDef] = []
     sims: list[SimProfile] = []
     names: dict[str, int] = {}
-    addresses: dict[tuple[str, int], str] = {}  # (rtu, IOA) -> "points[i] (name)"
+    addresses: dict[tuple[str, Hashable], str] = {}  # (rtu, protocol address key) -> "points[i] (name)"
     for i, raw in enumerate(top.get("points", list, [])):
         r = _Reader(source, loc, raw, f"points[{i}]", loc.line("points", i))
         name = r.get("name", str, required=True)
@@ -479,20 +523,29 @@ def _points(
             choices = ", ".join(sorted(t for t in allowed if t)) or "none (omit 'type')"
             raise r.fail("type", f"{type_id!r} does not fit a {kind.value} point on {rtu.protocol.value} "
                                  f"(expected {choices})")
-        address = r.get("address", int, 0 if kind is PointKind.COMMAND else ...)
-        control = _control(r, kind)
+        named = rtu.protocol is Protocol.IEC61850
+        address = r.get("address", int, 0 if kind is PointKind.COMMAND or named else ...)
+        reference = r.get("reference", str, "" if kind is PointKind.COMMAND or not named else ...)
+        if reference and not named:
+            raise r.fail("reference", f"object references are for iec61850 points; {rtu_name!r} speaks "
+                                      f"{rtu.protocol.value} (use 'address')")
+        if reference and not iec61850_proto.REFERENCE_RE.fullmatch(reference):
+            raise r.fail("reference", f"{reference!r} is not an IEC 61850 reference such as \"LD0/XCBR1.Pos\"")
+        control = _control(r, kind, rtu.protocol)
         if kind in (PointKind.SETPOINT, PointKind.COMMAND) and control is None:
             raise r.fail("control", f"a {kind.value} point needs a control table")
-        used = [] if kind is PointKind.COMMAND else [address]
-        if control is not None:
-            used.append(control.address)
-        for a in used:
-            if not 1 <= a <= 16_777_215:
-                raise r.fail("address", f"IOA {a} out of range 1..16777215")
-            key = (rtu_name, a)
-            if key in addresses:
-                raise r.fail("address", f"IOA {a} on RTU {rtu_name!r} is already used by {addresses[key]}")
-            addresses[key] = f"points[{i}] ({name})"
+        if not named:
+            lo, hi = PROTOCOL_MODULES[rtu.protocol].ADDRESS_RANGE
+            for a in ([] if kind is PointKind.COMMAND else [address]) + ([control.address] if control else []):
+                if not lo <= a <= hi:
+                    raise r.fail("address", f"address {a} out of range {lo}..{hi} on {rtu.protocol.value}")
+        probe = PointDef(id=i, name=name, kind=kind, source=PointSource(
+            rtu.protocol.value, rtu_name, rtu.common_address, address, type_id, reference), control=control)
+        for key in PROTOCOL_MODULES[rtu.protocol].address_keys(probe):
+            if (rtu_name, key) in addresses:
+                raise r.fail("address", f"{_key_text(key)} on RTU {rtu_name!r} is already used by "
+                                        f"{addresses[(rtu_name, key)]}")
+            addresses[(rtu_name, key)] = f"points[{i}] ({name})"
         limits = _limits(r, kind)
         state_alarms = _state_alarms(r, kind)
         sim = _sim(r)
@@ -500,7 +553,7 @@ def _points(
             id=i,
             name=name,
             kind=kind,
-            source=PointSource(rtu.protocol.value, rtu_name, rtu.common_address, address, type_id),
+            source=probe.source,
             units=r.get("units", str, ""),
             scale=r.get("scale", float, 1.0),
             offset=r.get("offset", float, 0.0),
@@ -540,24 +593,32 @@ def _derived_points(top: _Reader, source: str, loc: _Locator, network: NetworkMo
         raise r.fail("equipment", str(exc)) from None
     by_rtu = {x.name: x for x in rtus}
     names = {p.name: p for p in points}
-    used: dict[tuple[str, int], str] = {}
+    used: dict[tuple[str, Hashable], str] = {}
     for p in points:
-        for a in ([p.source.address] if p.kind is not PointKind.COMMAND else []) + (
-                [p.control.address] if p.control else []):
-            used[(p.source.rtu, a)] = p.name
+        for key in PROTOCOL_MODULES[by_rtu[p.source.rtu].protocol].address_keys(p):
+            used[(p.source.rtu, key)] = p.name
+    placed: dict[int, DerivedAddress] = {}  # index in derived.points -> its address on its RTU's protocol
+    for x in rtus:
+        mine = [k for k, d in enumerate(derived.points) if d.rtu == x.name]
+        for k, addr in zip(mine, PROTOCOL_MODULES[x.protocol].assign_derived([derived.points[k] for k in mine]),
+                           strict=True):
+            placed[k] = addr
     out_points, out_sims = list(points), list(sims)
     bindings: list[MeasurementBinding | None] = [None] * len(points)
-    for d in derived.points:
-        point = _derived_point_def(d, len(out_points), by_rtu[d.rtu])
+    for k, d in enumerate(derived.points):
+        rtu = by_rtu[d.rtu]
+        point = _derived_point_def(d, placed[k], len(out_points), rtu)
         if d.name in names:
             raise r.fail("equipment", f"derived point {d.name!r} clashes with the hand-written point of that name")
-        for a in [point.source.address] + ([point.control.address] if point.control else []):
-            if not 1 <= a <= 16_777_215:
-                raise r.fail("ioa_base", f"derived point {d.name!r}: IOA {a} out of range 1..16777215")
-            if (d.rtu, a) in used:
-                raise r.fail("ioa_base", f"derived point {d.name!r}: IOA {a} on RTU {d.rtu!r} is already used by "
-                                         f"{used[(d.rtu, a)]!r}")
-            used[(d.rtu, a)] = d.name
+        if rtu.protocol is Protocol.IEC104:
+            for a in [point.source.address] + ([point.control.address] if point.control else []):
+                if not 1 <= a <= 16_777_215:
+                    raise r.fail("ioa_base", f"derived point {d.name!r}: IOA {a} out of range 1..16777215")
+        for key in PROTOCOL_MODULES[rtu.protocol].address_keys(point):
+            if (d.rtu, key) in used:
+                raise r.fail("ioa_base", f"derived point {d.name!r}: {_key_text(key)} on RTU {d.rtu!r} is already "
+                                         f"used by {used[(d.rtu, key)]!r}")
+            used[(d.rtu, key)] = d.name
         names[d.name] = point
         out_points.append(point)
         out_sims.append(SimProfile(nominal=d.initial))
@@ -565,36 +626,55 @@ def _derived_points(top: _Reader, source: str, loc: _Locator, network: NetworkMo
     return tuple(out_points), tuple(out_sims), tuple(bindings)
 
 
-def _derived_point_def(d: DerivedPoint, point_id: int, rtu: RtuConfig) -> PointDef:
-    control = ControlDef(ControlType.DOUBLE, d.control_address) if d.control_address is not None else None
+def _derived_point_def(d: DerivedPoint, addr: DerivedAddress, point_id: int, rtu: RtuConfig) -> PointDef:
+    control = None
+    if addr.control_address is not None:
+        control = ControlDef(addr.control_type, addr.control_address, reference=addr.control_reference)
     limits = None
     if d.limits is not None:
         lolo, lo, hi, hihi, deadband = d.limits
         limits = AnalogLimits(lolo=lolo, lo=lo, hi=hi, hihi=hihi, deadband=deadband)
     return PointDef(
         id=point_id, name=d.name, kind=PointKind(d.kind),
-        source=PointSource(rtu.protocol.value, rtu.name, rtu.common_address, d.address, d.type_id),
+        source=PointSource(rtu.protocol.value, rtu.name, rtu.common_address, addr.address, addr.type_id,
+                           addr.reference),
         units=d.units, element=d.element, terminal=d.terminal, description=d.description, control=control,
         limits=limits, state_alarms=tuple(StateAlarm(v, Priority[p.upper()], t) for v, p, t in d.state_alarms),
     )
 
 
-def _control(r: _Reader, kind: PointKind) -> ControlDef | None:
+def _control(r: _Reader, kind: PointKind, protocol: Protocol) -> ControlDef | None:
     c = r.sub("control")
     if c is None:
         return None
+    named = protocol is Protocol.IEC61850
     ctype = c.enum("type", ControlType)
     if ctype not in CONTROL_TYPES[kind]:
         raise c.fail("type", f"a {kind.value} point cannot take a {ctype.value} control")
     control = ControlDef(
         type=ctype,
-        address=c.get("address", int, required=True),
+        address=c.get("address", int, 0 if named else ...),
         mode=c.enum("mode", ControlMode, ControlMode.SELECT_BEFORE_OPERATE),
         timeout_s=c.positive("timeout_s", 10.0),
         feedback_timeout_s=c.positive("feedback_timeout_s", 10.0),
+        reference=c.get("reference", str, ... if named else ""),
     )
     c.finish()
+    if control.mode is ControlMode.SBO_ENHANCED and not named:
+        raise c.fail("mode", f"sbo_enhanced is an IEC 61850 control model; {protocol.value} has sbo or direct")
+    if control.reference and not named:
+        raise c.fail("reference", f"object references are for iec61850 controls, not {protocol.value}")
+    if named and not iec61850_proto.REFERENCE_RE.fullmatch(control.reference):
+        raise c.fail("reference", f"{control.reference!r} is not an IEC 61850 reference such as \"LD0/CSWI1.Pos\"")
     return control
+
+
+def _key_text(key: Hashable) -> str:
+    if isinstance(key, tuple) and len(key) == 2:
+        what, where = key
+        return {"ioa": f"IOA {where}", "ref": f"reference {where!r}", "ctl": f"control {where!r}"}.get(
+            str(what), f"{what} {where}")
+    return str(key)
 
 
 def _limits(r: _Reader, kind: PointKind) -> AnalogLimits | None:

@@ -58,6 +58,11 @@ class ControlType(StrEnum):
 class ControlMode(StrEnum):
     SELECT_BEFORE_OPERATE = "sbo"
     DIRECT = "direct"
+    SBO_ENHANCED = "sbo_enhanced"  # IEC 61850 select-before-operate with enhanced security (select with value)
+
+    @property
+    def selects(self) -> bool:
+        return self is not ControlMode.DIRECT
 
 
 class Priority(IntEnum):
@@ -74,8 +79,9 @@ class PointSource:
     frontend: str  # protocol of the RTU, e.g. "iec104"
     rtu: str
     common_address: int
-    address: int  # IOA for IEC 104
-    type_id: str  # protocol type the RTU reports, e.g. "M_DP_TB_1"
+    address: int  # IOA (IEC 104), point index (DNP3), register (Modbus); unused (0) for IEC 61850
+    type_id: str  # protocol type the RTU reports: "M_DP_TB_1", "double_bit_binary_input", "input_float32", "DPC"
+    reference: str = ""  # IEC 61850 object reference under the IED ("LD0/XCBR1.Pos"); empty for other protocols
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,10 +89,11 @@ class ControlDef:
     """How a point is commanded."""
 
     type: ControlType
-    address: int  # IOA of the command object
+    address: int  # IOA / CROB or analog-output index / coil or register of the command object
     mode: ControlMode = ControlMode.SELECT_BEFORE_OPERATE
     timeout_s: float = 10.0  # whole select/execute round trip with the field
     feedback_timeout_s: float = 10.0  # status must follow the command within this time
+    reference: str = ""  # IEC 61850 controllable object ("LD0/CSWI1.Pos")
 
 
 @dataclass(frozen=True, slots=True)

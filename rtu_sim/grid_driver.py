@@ -5,7 +5,7 @@ Reporting rule (so measurement noise does not flood the links): an analog is rep
 ``deadband_pct`` of its last reported value (at least a small absolute floor per unit), when it crosses to or from
 zero (a section dies or comes back), or when it was last reported ``max_report_age_s`` ago (keeps it topical in the
 RTDB). Status points are reported on every change. Operator commands on a bound ``Pos`` point switch the physics
-(``Outstation104.on_command_applied``); trips and FPIs from faults come back as status reports with the event's time.
+(``Outstation.on_command_applied``); trips and FPIs from faults come back as status reports with the event's time.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from models.measurement_points import MeasurementBinding, Quantity
 from models.points import DoubleState, PointDef
-from rtu_sim.outstation104 import Outstation104
+from rtu_sim.outstation import Outstation
 from rtu_sim.physics import FaultKind, FaultResult, FlowSnapshot, GridPhysics, SwitchEvent
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ class PhysicsSettings:
 
 @dataclass(slots=True)
 class _Bound:
-    outstation: Outstation104
+    outstation: Outstation
     point: PointDef
     binding: MeasurementBinding
     last_value: float | None = None
@@ -50,7 +50,7 @@ class _Bound:
 class PhysicsDriver:
     """Owns the physics thread; built by ``RtuSimulator`` when its station has a network model."""
 
-    def __init__(self, physics: GridPhysics, bound: list[tuple[Outstation104, PointDef, MeasurementBinding]],
+    def __init__(self, physics: GridPhysics, bound: list[tuple[Outstation, PointDef, MeasurementBinding]],
                  settings: PhysicsSettings = PhysicsSettings()) -> None:
         self.physics = physics
         self.settings = settings
@@ -148,7 +148,7 @@ class PhysicsDriver:
 
     def _apply_events(self, events: tuple[SwitchEvent, ...]) -> None:
         """Report FPIs first (they see the fault current before the relay acts), then each switch movement with
-        its own time tag; a protection trip sets the breaker's protection points too (Outstation104.trip)."""
+        its own time tag; a protection trip sets the breaker's protection points too (Outstation.trip)."""
         if not events:
             self._push_status(int(time.time() * 1000), only_fpi=True)
             return

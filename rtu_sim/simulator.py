@@ -1,4 +1,4 @@
-"""The multi-RTU host: builds one Outstation104 per configured RTU and drives them from one loop thread.
+"""The multi-RTU host: builds one outstation per configured RTU (of its protocol) and drives them from one loop thread.
 
 The loop thread (every ``loop_period_s``) generates load-test changes, runs the load-curve tick every ``tick_s`` and
 pumps each RTU's paced send queue. Scripted events (trip, set, FPI, link, block, fault) may come from any thread.
@@ -8,6 +8,7 @@ When the station has a network model, the points derived from its measurements a
 
 from __future__ import annotations
 
+import importlib
 import logging
 import random
 import threading
@@ -21,13 +22,27 @@ from models.config import StationConfig
 from models.points import DoubleState, PointDef, PointKind, Quality
 from models.timebase import now_ms
 from rtu_sim.errors import SimulatorError, UnknownPointError, UnknownRtuError
-from rtu_sim.outstation104 import Outstation104, RtuStats
+from rtu_sim.outstation import Outstation, RtuStats, SharedResources
 
 if TYPE_CHECKING:
     from rtu_sim.grid_driver import PhysicsDriver, PhysicsSettings
     from rtu_sim.physics import FaultKind, FaultResult, GridPhysics
 
 log = logging.getLogger(__name__)
+
+#: The outstation class of each protocol ("module:class"), imported only when a station uses that protocol.
+OUTSTATION_CLASSES = {
+    "iec104": "rtu_sim.outstation104:Outstation104",
+    "dnp3": "rtu_sim.outstation_dnp3:OutstationDnp3",
+    "modbus": "rtu_sim.outstation_modbus:OutstationModbus",
+    "iec61850": "rtu_sim.outstation61850:Outstation61850",
+}
+
+
+def outstation_class(protocol: str) -> type[Outstation]:
+    module, _, cls = OUTSTATION_CLASSES[protocol].partition(":")
+    return getattr(importlib.import_module(module), cls)  # type: ignore[no-any-return]
+
 
 LOOP_PERIOD_S = 0.002  # sender loop: short enough that a 5k/s bucket is drained in small, even bursts
 
@@ -81,14 +96,21 @@ class RtuSimulator:
         self.seed = seed
         self.tick_s = tick_s
         self._rng = random.Random(f"rtu_sim:{seed}:load")
-        self._outstations: dict[str, Outstation104] = {}
-        for name in dict.fromkeys(names):
-            rtu = config.rtu(name)
-            idx = [i for i, p in enumerate(config.points) if p.source.rtu == name]
-            self._outstations[name] = Outstation104(
-                rtu, [config.points[i] for i in idx], [config.sim[i] for i in idx],
-                rng=random.Random(f"rtu_sim:{seed}:{name}"))
-        self._point_rtu: dict[str, Outstation104] = {}
+        self._outstations: dict[str, Outstation] = {}
+        self._shared = SharedResources()  # one DNP3 manager, one asyncio loop... for all outstations
+        try:
+            for name in dict.fromkeys(names):
+                rtu = config.rtu(name)
+                idx = [i for i, p in enumerate(config.points) if p.source.rtu == name]
+                self._outstations[name] = outstation_class(rtu.protocol.value)(
+                    rtu, [config.points[i] for i in idx], [config.sim[i] for i in idx],
+                    rng=random.Random(f"rtu_sim:{seed}:{name}"), shared=self._shared)
+        except BaseException:
+            for o in self._outstations.values():
+                o.close()
+            self._shared.close_all()
+            raise
+        self._point_rtu: dict[str, Outstation] = {}
         for o in self._outstations.values():
             for p in o.point_names:
                 self._point_rtu[p] = o
@@ -101,7 +123,7 @@ class RtuSimulator:
         self._load_status_share = 0.1
         self._load_carry = 0.0
         self._load_last_s = 0.0
-        self._load_candidates: tuple[list[tuple[Outstation104, str]], list[tuple[Outstation104, str]]] = ([], [])
+        self._load_candidates: tuple[list[tuple[Outstation, str]], list[tuple[Outstation, str]]] = ([], [])
         self._changes_generated = 0
         self._driver: PhysicsDriver | None = None
         if physics:
@@ -133,7 +155,7 @@ class RtuSimulator:
     def rtu_names(self) -> tuple[str, ...]:
         return tuple(self._outstations)
 
-    def outstation(self, rtu: str) -> Outstation104:
+    def outstation(self, rtu: str) -> Outstation:
         try:
             return self._outstations[rtu]
         except KeyError:
@@ -176,6 +198,7 @@ class RtuSimulator:
                 o.close()
             except Exception:
                 log.exception("RTU %r: stopping its servers failed", o.name)
+        self._shared.close_all()
 
     def __enter__(self) -> RtuSimulator:
         self.start()
@@ -204,7 +227,7 @@ class RtuSimulator:
 
     # ------------------------------------------------------------------------------------------- points
 
-    def _rtu_of(self, point: str) -> Outstation104:
+    def _rtu_of(self, point: str) -> Outstation:
         o = self._point_rtu.get(point)
         if o is None:
             try:

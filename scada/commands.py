@@ -134,7 +134,7 @@ class CommandService:
         p = self._check(point, value, operator, ControlAction.EXECUTE)
         assert p.control is not None
         action = ControlAction.DIRECT
-        if p.control.mode is ControlMode.SELECT_BEFORE_OPERATE:
+        if p.control.mode.selects:
             sel = self._selections.get(p.id)
             if sel is None or sel.expires_mono <= time.monotonic():
                 self._selections.pop(p.id, None)

@@ -57,7 +57,7 @@ from models.commands import (
     InterrogationRequest,
 )
 from models.config import Protocol, RtuConfig, StationConfig
-from models.points import ControlMode, ControlType, DoubleState, PointDef, PointKind
+from models.points import ControlType, DoubleState, PointDef, PointKind
 from models.updates import UPDATE_DTYPE, Cause, InterrogationDone, LinkEvent, UpdateBatch
 
 log = logging.getLogger(__name__)
@@ -207,7 +207,7 @@ class Iec104Master:
                 if p.control is not None:
                     mode = (
                         c104.CommandMode.SELECT_AND_EXECUTE
-                        if p.control.mode is ControlMode.SELECT_BEFORE_OPERATE
+                        if p.control.mode.selects
                         else c104.CommandMode.DIRECT
                     )
                     ctype = getattr(c104.Type, COMMAND_TYPE[p.control.type])
@@ -554,7 +554,7 @@ class Iec104Master:
         if not rtu.up:
             self._answer(req, ControlStatus.LINK_DOWN, f"RTU {req.rtu} is not connected", started)
             return
-        sbo = control.mode is ControlMode.SELECT_BEFORE_OPERATE
+        sbo = control.mode.selects
         action = req.action
         if action is ControlAction.SELECT or action is ControlAction.CANCEL:
             if not sbo:

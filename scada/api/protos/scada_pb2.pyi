@@ -24,6 +24,7 @@ class ControlMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CONTROL_MODE_UNSPECIFIED: _ClassVar[ControlMode]
     CONTROL_MODE_SBO: _ClassVar[ControlMode]
     CONTROL_MODE_DIRECT: _ClassVar[ControlMode]
+    CONTROL_MODE_SBO_ENHANCED: _ClassVar[ControlMode]
 
 class Cause(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -93,6 +94,7 @@ POINT_KIND_COMMAND: PointKind
 CONTROL_MODE_UNSPECIFIED: ControlMode
 CONTROL_MODE_SBO: ControlMode
 CONTROL_MODE_DIRECT: ControlMode
+CONTROL_MODE_SBO_ENHANCED: ControlMode
 CAUSE_UNSPECIFIED: Cause
 CAUSE_PERIODIC: Cause
 CAUSE_BACKGROUND: Cause
