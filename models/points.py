@@ -65,6 +65,13 @@ class ControlMode(StrEnum):
         return self is not ControlMode.DIRECT
 
 
+class TimeSource(StrEnum):
+    """Where a point's timestamps come from, which decides what a change means."""
+
+    FIELD = "field"  # event-driven: every change is reported with the device's own time tag (IEC 104, DNP3, 61850)
+    POLL = "poll"  # polled: a change between two polls is not seen; the time is the poll's receive time (Modbus)
+
+
 class Priority(IntEnum):
     CRITICAL = 1
     HIGH = 2

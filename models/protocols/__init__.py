@@ -16,7 +16,35 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from models.points import ControlType
+from models.points import ControlType, PointDef, TimeSource
+
+#: Event-driven protocols report each change with the device's time; Modbus is polled.
+TIME_SOURCE = {"iec104": TimeSource.FIELD, "dnp3": TimeSource.FIELD, "modbus": TimeSource.POLL,
+               "iec61850": TimeSource.FIELD}
+
+
+def time_source(p: PointDef) -> TimeSource:
+    return TIME_SOURCE.get(p.source.frontend, TimeSource.FIELD)
+
+
+def describe_address(p: PointDef) -> str:
+    """The point's protocol address as an engineer reads it, e.g. ``CA 1 IOA 100002`` or ``unit 5 input_float32
+    @1000``."""
+    src = p.source
+    if src.frontend == "iec104":
+        where = f"CA {src.common_address} IOA {src.address}" if src.type_id else f"CA {src.common_address}"
+    elif src.frontend == "dnp3":
+        where = f"outstation {src.common_address} {src.type_id} #{src.address}" if src.type_id else \
+            f"outstation {src.common_address}"
+    elif src.frontend == "modbus":
+        where = f"unit {src.common_address} {src.type_id} @{src.address}" if src.type_id else \
+            f"unit {src.common_address}"
+    else:
+        where = src.reference
+    if p.control is not None:
+        ctl = p.control.reference if src.frontend == "iec61850" else str(p.control.address)
+        where = f"{where}; control {ctl}".lstrip("; ")
+    return where
 
 
 @dataclass(frozen=True, slots=True)

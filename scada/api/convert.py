@@ -15,6 +15,7 @@ import numpy as np
 
 from models.commands import ControlStatus
 from models.points import ControlMode, PointDef, PointKind, Priority, Quality
+from models.protocols import describe_address, time_source
 from scada.api.protos import scada_pb2 as pb
 from scada.changes import CHANGE_DTYPE
 
@@ -73,6 +74,9 @@ def point_definition(p: PointDef) -> pb.PointDefinition:
         control_mode=_CONTROL_MODE[ctrl.mode] if ctrl is not None else pb.CONTROL_MODE_UNSPECIFIED,
         control_type=ctrl.type.value if ctrl is not None else "",
         description=p.description,
+        protocol=p.source.frontend,
+        address=describe_address(p),
+        time_source=time_source(p).value,
     )
 
 

@@ -154,7 +154,7 @@ class PointSelector(_message.Message):
     def __init__(self, ids: _Optional[_Iterable[int]] = ..., names: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class PointDefinition(_message.Message):
-    __slots__ = ("id", "name", "kind", "units", "element", "rtu", "controllable", "control_mode", "control_type", "description")
+    __slots__ = ("id", "name", "kind", "units", "element", "rtu", "controllable", "control_mode", "control_type", "description", "protocol", "address", "time_source")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -165,6 +165,9 @@ class PointDefinition(_message.Message):
     CONTROL_MODE_FIELD_NUMBER: _ClassVar[int]
     CONTROL_TYPE_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    TIME_SOURCE_FIELD_NUMBER: _ClassVar[int]
     id: int
     name: str
     kind: PointKind
@@ -175,7 +178,10 @@ class PointDefinition(_message.Message):
     control_mode: ControlMode
     control_type: str
     description: str
-    def __init__(self, id: _Optional[int] = ..., name: _Optional[str] = ..., kind: _Optional[_Union[PointKind, str]] = ..., units: _Optional[str] = ..., element: _Optional[str] = ..., rtu: _Optional[str] = ..., controllable: _Optional[bool] = ..., control_mode: _Optional[_Union[ControlMode, str]] = ..., control_type: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
+    protocol: str
+    address: str
+    time_source: str
+    def __init__(self, id: _Optional[int] = ..., name: _Optional[str] = ..., kind: _Optional[_Union[PointKind, str]] = ..., units: _Optional[str] = ..., element: _Optional[str] = ..., rtu: _Optional[str] = ..., controllable: _Optional[bool] = ..., control_mode: _Optional[_Union[ControlMode, str]] = ..., control_type: _Optional[str] = ..., description: _Optional[str] = ..., protocol: _Optional[str] = ..., address: _Optional[str] = ..., time_source: _Optional[str] = ...) -> None: ...
 
 class PointValue(_message.Message):
     __slots__ = ("point", "name", "value", "quality", "quality_names", "source_time_ms", "recv_time_ms", "seq", "cause")
