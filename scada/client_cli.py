@@ -133,11 +133,13 @@ class _Cli:
 
     def rtus(self, args: argparse.Namespace) -> int:
         t = Table(title="RTUs", title_justify="left")
-        for col in ("Name", "Kind", "CA", "Link", "Active address", "Since", "Last GI", "Points", "Reason"):
+        for col in ("Name", "Kind", "Protocol", "Address", "Link", "Active link", "Since", "Last GI", "Points",
+                    "Reason"):
             t.add_column(col)
         for r in self.c.rtus():
             link = "UP" if r.link_up else "DOWN"
-            t.add_row(r.name, "FRTU" if r.frtu else "RTU", str(r.common_address), link, r.active_address or "-",
+            t.add_row(r.name, "FRTU" if r.frtu else "RTU", r.protocol, str(r.common_address), link,
+                      r.active_address or "-",
                       format_time(r.since_ms), format_time(r.last_gi_ms), str(r.points), r.reason,
                       style="" if r.link_up else "red")
         self.out.print(t)
