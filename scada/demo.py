@@ -2,8 +2,10 @@
 
 The sample network (a 33/11 kV substation with six 11 kV cable feeders, ring main units, normally-open ties,
 distribution transformers and customers) is loaded from its CIM file; the same file gives the point list and the
-simulated RTUs, whose analogs come from a power flow of the model. Every step goes through the real IEC 104 stack
-and the gRPC API exactly as an operator's client would. Tables go to the terminal, PNG figures to the report folder.
+simulated field devices, whose analogs come from a power flow of the model. The devices speak the protocols of their
+roles side by side: the substation RTU IEC 60870-5-104, the transformer meters Modbus TCP, the feeder protection
+IEDs IEC 61850 and the ring-main-unit FRTUs DNP3. Every step goes through those real protocol stacks and the gRPC API
+exactly as an operator's client would. Tables go to the terminal, PNG figures to the report folder.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import networkx as nx
 from rich.console import Console
 from rich.table import Table
 
-from models.config import load_station_config
+from models.config import StationConfig, load_station_config
 from models.gis_exchange import analyse_reconfiguration, reconfiguration_document
 from models.network import NetworkModel
 from models.pandapower_net import run_balanced_powerflow
@@ -32,6 +34,7 @@ from models.sample_network import F_HZ
 from models.samples import relocate_station_text, sample_network_station_path
 from models.three_phase_flow import run_three_phase_powerflow
 from models.timebase import now_ms
+from rtu_sim.native_output import divert_native_stderr
 from rtu_sim.simulator import RtuSimulator
 from scada.api.client import ClientError, ScadaClient
 from scada.api.protos import scada_pb2 as pb
@@ -105,6 +108,7 @@ def run_demo(*, data_dir: str | None = None, fast: bool = False, report_dir: str
         folder.mkdir(parents=True, exist_ok=True)
         report = Path(report_dir or "var/demo-report")
         report.mkdir(parents=True, exist_ok=True)
+        stack.enter_context(divert_native_stderr(folder / "native-libraries.log"))
         try:
             return _run(folder, report, pause, stack)
         except KeyboardInterrupt:
@@ -133,6 +137,36 @@ def _network_table(model: NetworkModel) -> Table:
                       str(len(trafos)), f"{sum(t.windings[0].rated_s_va for t in trafos) / 1000:.0f}",
                       f"{sum(ld.p_w for ld in loads) / 1000:.0f}",
                       str(sum(1 for c in model.customers if c.load_mrid in load_mrids)), ", ".join(nops) or "-")
+    return table
+
+
+_ROLE = {"iec104": "substation RTU", "dnp3": "ring-main-unit FRTUs", "modbus": "transformer meters (polled)",
+         "iec61850": "feeder protection IEDs"}
+
+
+def _devices_table(config: StationConfig) -> Table:
+    table = Table(title="Field devices", title_justify="left")
+    for col in ("protocol", "role", "devices", "points", "controls"):
+        table.add_column(col, justify="right" if col in ("devices", "points", "controls") else "left")
+    for proto in ("iec104", "modbus", "iec61850", "dnp3"):
+        rtus = [r for r in config.rtus if r.protocol.value == proto]
+        if not rtus:
+            continue
+        pts = [p for p in config.points if p.source.frontend == proto]
+        table.add_row(proto, _ROLE[proto], str(len(rtus)), str(len(pts)), str(sum(p.control is not None for p in pts)))
+    return table
+
+
+def _meters_table(operator: ScadaClient) -> Table:
+    table = Table(title="Transformer meters (Modbus, polled)", title_justify="left")
+    for col in ("transformer", "P kW", "Q kvar", "tap", "polled at"):
+        table.add_column(col, justify="left" if col == "transformer" else "right")
+    for tr in ("SS-TR1", "SS-TR2"):
+        names = [f"{tr}.{q}.ph_{p}" for q in ("P", "Q") for p in "ABC"] + [f"{tr}-OLTC.Pos"]
+        v = {x.name: x for x in operator.read(names)}
+        table.add_row(tr, f"{sum(v[f'{tr}.P.ph_{p}'].value for p in 'ABC'):.0f}",
+                      f"{sum(v[f'{tr}.Q.ph_{p}'].value for p in 'ABC'):.0f}", f"{v[f'{tr}-OLTC.Pos'].value:.0f}",
+                      format_time(v[f"{tr}.P.ph_A"].source_time_ms))
     return table
 
 
@@ -216,6 +250,7 @@ def _run(folder: Path, report: Path, pause: float, stack: contextlib.ExitStack) 
                   f"CIM measurements became {len(config.points)} points on {len(config.rtus)} RTUs "
                   f"({sum(r.frtu for r in config.rtus)} FRTUs in ring main units)")
     address = f"127.0.0.1:{center.grpc_port}"
+    console.print(_devices_table(config))
     console.print(f"gRPC API on {address}; stores in {folder}")
     t_up = time.monotonic()
 
@@ -241,9 +276,14 @@ def _run(folder: Path, report: Path, pause: float, stack: contextlib.ExitStack) 
     operator = stack.enter_context(ScadaClient(address, ops["operator"]))
     operator.wait_ready(10)
     monitored = [d.id for d in operator.list_points() if d.kind != pb.POINT_KIND_COMMAND]
-    _wait(lambda: all(v.quality == 0 for v in operator.read(monitored)), 60,
-          "every point to report good quality after general interrogation")
-    summary.add(f"{len(config.rtus)} RTU links up, {len(monitored)} points good after GI (from server start)",
+    try:
+        _wait(lambda: all(v.quality == 0 for v in operator.read(monitored)), 60,
+              "every point to report good quality after general interrogation")
+    except DemoError:
+        bad = [f"{v.name} ({'|'.join(v.quality_names)})" for v in operator.read(monitored) if v.quality]
+        raise DemoError(f"{len(bad)} point(s) not good 60 s after start: {', '.join(bad[:8])}"
+                        f"{' ...' if len(bad) > 8 else ''}") from None
+    summary.add(f"{len(config.rtus)} device links up, {len(monitored)} points good after GI (from server start)",
                 f"{time.monotonic() - t_up:.1f} s")
 
     _step(3, "Live feeder-head telemetry (from the simulators' power flow) and the topology colouring")
@@ -259,6 +299,7 @@ def _run(folder: Path, report: Path, pause: float, stack: contextlib.ExitStack) 
                       f"{sum(v[f'{cb}.P.ph_{p}'] for p in 'ABC'):.0f}",
                       f"{sum(v[f'{cb}.Q.ph_{p}'] for p in 'ABC'):.0f}")
     console.print(table)
+    console.print(_meters_table(operator))
     colouring = operator.colouring()
     console.print(_supply_table(model, colouring, f"Supply (topology colouring version {colouring.version})"))
     pngs.append(network_map_png(model, *_colouring_maps(model, colouring), report / "network_normal.png",
@@ -322,8 +363,9 @@ def _run(folder: Path, report: Path, pause: float, stack: contextlib.ExitStack) 
         except ClientError as exc:
             console.print(f"  {what}: [yellow]{exc.code.name}[/] {exc.message}")
 
-    _step(6, "The operator isolates the faulted stretch and restores the healthy sections (FRTU remote control)")
+    _step(6, "The operator isolates the faulted stretch and restores the healthy sections (DNP3 FRTUs, IEC 61850 IED)")
     restore_t0 = time.monotonic()
+    protocol_of = {p.name: p.source.frontend for p in config.points}
     for switch, value in ((ISOLATE[0], DoubleState.OFF), (ISOLATE[1], DoubleState.OFF),
                           (FEEDER_CB, DoubleState.ON), (TIE, DoubleState.ON)):
         point = f"{switch}.Pos"
@@ -331,7 +373,8 @@ def _run(folder: Path, report: Path, pause: float, stack: contextlib.ExitStack) 
             sel = operator.select(point, value)
             op = operator.operate(point, value)
             fb = pb.FeedbackStatus.Name(op.feedback).removeprefix("FEEDBACK_STATUS_").lower()
-            console.print(f"  {'close' if value == DoubleState.ON else 'open '} {switch:<15} select "
+            console.print(f"  {'close' if value == DoubleState.ON else 'open '} {switch:<15} "
+                          f"{protocol_of[point]:<8} select "
                           f"{_status(sel.status)}, operate {_status(op.status)}, feedback {fb} "
                           f"({sel.elapsed_ms + op.elapsed_ms:.0f} ms){' (retry)' if attempt == 2 else ''}")
             if op.status == pb.CONTROL_STATUS_SUCCESS and op.feedback == pb.FEEDBACK_STATUS_CONFIRMED:
@@ -368,7 +411,10 @@ def _run(folder: Path, report: Path, pause: float, stack: contextlib.ExitStack) 
 
     _step(8, "Summary")
     stats = sim.stats()
-    summary.add("IEC 104 reports sent by the simulated RTUs", str(stats.total_sent))
+    sent: dict[str, int] = {}
+    for r in stats.rtus.values():
+        sent[r.protocol] = sent.get(r.protocol, 0) + r.sent
+    summary.add("reports sent by the simulated devices", ", ".join(f"{p} {n}" for p, n in sorted(sent.items())))
     summary.add("adapter restarts", str(sum(s.restarts for s in center.supervisors.values())))
     summary.add("demo duration", f"{time.monotonic() - t_start:.1f} s")
     table = Table(show_header=False)

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from models.points import PointDef, PointKind
+from models.timebase import now_ms as _now_ms
 from scada.changes import CHANGE_DTYPE, ChangeSet
 from scada.errors import ScadaError, StorageError, UnknownPointError
 from scada.sqlite_store import SqliteStore
@@ -213,7 +214,7 @@ class Historian(SqliteStore):
 
     def purge(self, now_ms: int | None = None) -> int:
         """Delete samples older than the retention; returns the number deleted."""
-        now = now_ms() if now_ms is None else int(now_ms)
+        now = _now_ms() if now_ms is None else int(now_ms)
         cutoff = now - int(self.retention_days * _MS_PER_DAY)
         try:
             c = self.conn()

@@ -223,7 +223,7 @@ class Rtdb:
                 elif isinstance(item, LinkEvent):
                     self._apply_link(item)
                 elif isinstance(item, InterrogationDone):
-                    self._last_gi_ms[item.rtu] = item.time_ms
+                    self._apply_interrogation(item)
                 elif isinstance(item, threading.Event):
                     item.set()
                 if time.monotonic() >= next_supervision:
@@ -309,6 +309,27 @@ class Rtdb:
         if len(idx):
             self._stats["stale"] += len(idx)
             self._mark(idx, int(Quality.NOT_TOPICAL))
+
+    def _apply_interrogation(self, done: InterrogationDone) -> None:
+        """A complete interrogation or scan confirmed every point of the RTU as current, also those whose value did
+        not change (a polled device reports only changes): their update age restarts and a stale mark clears."""
+        if done.rtu not in self._last_gi_ms:
+            log.warning("interrogation done for unknown RTU %r from %s", done.rtu, done.adapter)
+            return
+        self._last_gi_ms[done.rtu] = done.time_ms
+        idx = self._rtu_points[done.rtu]
+        with self._lock:
+            self._confirmed_mono[idx] = time.monotonic()
+            stale = idx[(self.quality[idx] & int(Quality.NOT_TOPICAL)) != 0]
+            stale = stale[(self.quality[stale] & int(Quality.COMM_LOST)) == 0]
+            if not len(stale):
+                return
+            self.quality[stale] &= np.uint16(~int(Quality.NOT_TOPICAL) & 0xFFFF)
+            cs = self._snapshot_locked(stale)
+            cs["prev_value"] = cs["value"]
+            cs["recv_time_ms"] = now_ms()
+            cs["cause"] = Cause.INTERROGATED
+            self._commit(cs, time.monotonic())
 
     def _mark(self, idx: np.ndarray, bits: int) -> None:
         """Set quality bits on points (supervision), publishing those whose quality changed."""

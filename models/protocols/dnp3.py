@@ -37,6 +37,9 @@ class Options:
     response_timeout_s: float = 5.0
     keepalive_s: float = 10.0  # link status request after this much silence
     time_sync: bool = True  # write the time when the outstation asks for it (IIN1.4 NEED_TIME)
+    # Simulator only: let the simulated outstation send unsolicited responses. Off by default because the yadnp3
+    # binding cannot configure event variations, so they would carry integers without time (g32v1, g2v1).
+    sim_unsolicited: bool = False
 
 
 def parse_options(r: OptionReader) -> Options:
@@ -51,6 +54,7 @@ def parse_options(r: OptionReader) -> Options:
         response_timeout_s=r.positive("response_timeout_s", 5.0),
         keepalive_s=r.positive("keepalive_s", 10.0),
         time_sync=bool(r.get("time_sync", bool, True)),
+        sim_unsolicited=bool(r.get("sim_unsolicited", bool, False)),
     )
     r.finish()
     return opts

@@ -17,7 +17,7 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
 from models.measurement_points import DerivedPoint, Quantity
-from models.points import ControlType, PointDef, PointKind
+from models.points import ControlType, PointDef, PointKind, Quality
 from models.protocols import DerivedAddress, OptionReader
 
 MONITOR_TYPES: dict[PointKind, frozenset[str]] = {
@@ -109,3 +109,81 @@ def assign_derived(points: Sequence[DerivedPoint]) -> list[DerivedAddress]:
             phase = {1: "A", 2: "B", 4: "C"}.get(int(b.phase), "A")
             out.append(DerivedAddress("CMV", 0, f"LD0/{mmxu}.{_DO_OF[q]}.phs{phase}"))
     return out
+
+
+# --------------------------------------------------------------------------------------------------- quality
+# IEC 61850-7-3 quality as libiec61850 holds it in an int (validity in the two lowest bits, then the detail bits).
+
+Q_VALIDITY_MASK = 0x0003
+Q_VALIDITY_INVALID = 0x0002
+Q_VALIDITY_QUESTIONABLE = 0x0003
+Q_OVERFLOW = 0x0004
+Q_OUT_OF_RANGE = 0x0008
+Q_BAD_REFERENCE = 0x0010
+Q_OSCILLATORY = 0x0020
+Q_FAILURE = 0x0040
+Q_OLD_DATA = 0x0080
+Q_INCONSISTENT = 0x0100
+Q_INACCURATE = 0x0200
+Q_SUBSTITUTED = 0x0400
+Q_TEST = 0x0800
+Q_OPERATOR_BLOCKED = 0x1000
+#: TimeQuality octet of a UtcTime: a clock failure or an unsynchronised clock makes the time tag untrustworthy.
+TQ_CLOCK_FAILURE = 0x40
+TQ_CLOCK_NOT_SYNCHRONIZED = 0x20
+
+_DETAIL_TO_QUALITY: tuple[tuple[int, Quality], ...] = (
+    (Q_OVERFLOW, Quality.OVERFLOW),
+    (Q_OUT_OF_RANGE, Quality.QUESTIONABLE),
+    (Q_BAD_REFERENCE, Quality.QUESTIONABLE),
+    (Q_OSCILLATORY, Quality.QUESTIONABLE),
+    (Q_FAILURE, Quality.INVALID),
+    (Q_OLD_DATA, Quality.NOT_TOPICAL),
+    (Q_INCONSISTENT, Quality.QUESTIONABLE),
+    (Q_INACCURATE, Quality.QUESTIONABLE),
+    (Q_SUBSTITUTED, Quality.SUBSTITUTED),
+    (Q_TEST, Quality.QUESTIONABLE),  # test data must not be taken as process data at face value
+    (Q_OPERATOR_BLOCKED, Quality.BLOCKED),
+)
+
+#: What the simulator can send: every flag maps to one 61850 bit.
+SUPPORTED_QUALITY = (Quality.INVALID | Quality.QUESTIONABLE | Quality.OVERFLOW | Quality.NOT_TOPICAL
+                     | Quality.SUBSTITUTED | Quality.BLOCKED | Quality.TIME_INVALID)
+
+
+def quality_from_61850(q: int, time_quality: int = 0) -> int:
+    """models Quality bits (as int) from a 61850 quality and the TimeQuality octet of its time tag."""
+    out = Quality.GOOD
+    validity = q & Q_VALIDITY_MASK
+    if validity == Q_VALIDITY_INVALID:
+        out |= Quality.INVALID
+    elif validity == Q_VALIDITY_QUESTIONABLE:
+        out |= Quality.QUESTIONABLE
+    for bit, flag in _DETAIL_TO_QUALITY:
+        if q & bit:
+            out |= flag
+    if time_quality & (TQ_CLOCK_FAILURE | TQ_CLOCK_NOT_SYNCHRONIZED):
+        out |= Quality.TIME_INVALID
+    return int(out)
+
+
+def quality_to_61850(quality: Quality) -> int:
+    """61850 quality int for models Quality bits (TIME_INVALID goes in the time tag, not here)."""
+    q = 0
+    if quality & Quality.INVALID:
+        q |= Q_VALIDITY_INVALID
+    elif quality & Quality.QUESTIONABLE:
+        q |= Q_VALIDITY_QUESTIONABLE
+    for ours, bit in ((Quality.OVERFLOW, Q_OVERFLOW), (Quality.NOT_TOPICAL, Q_OLD_DATA),
+                      (Quality.SUBSTITUTED, Q_SUBSTITUTED), (Quality.BLOCKED, Q_OPERATOR_BLOCKED)):
+        if quality & ours:
+            q |= bit
+    return q
+
+
+#: Primary attribute of each common data class: the point's value.
+VALUE_ATTRIBUTE = {"SPS": "stVal", "SPC": "stVal", "DPS": "stVal", "DPC": "stVal", "INS": "stVal", "BCR": "actVal",
+                   "MV": "mag", "CMV": "cVal", "APC": "mxVal"}
+#: Functional constraint of the value, quality and time of each common data class.
+VALUE_FC = {"SPS": "ST", "SPC": "ST", "DPS": "ST", "DPC": "ST", "INS": "ST", "BCR": "ST", "MV": "MX", "CMV": "MX",
+            "APC": "MX"}

@@ -10,6 +10,8 @@ the point itself reads back from.
 
 from __future__ import annotations
 
+import math
+import struct
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -61,6 +63,9 @@ MONITOR_TYPES: dict[PointKind, frozenset[str]] = {
 }
 ADDRESS_RANGE = (0, 65_535)
 UNIT_ID_RANGE = (1, 247)
+MAX_READ_REGISTERS = 125  # Modbus application protocol v1.1b3: read holding/input registers, 1..125
+MAX_READ_BITS = 2000  # read coils / discrete inputs, 1..2000
+MAX_WRITE_REGISTERS = 123  # write multiple registers, 1..123
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +105,9 @@ class Options:
     # Scan periods; 0 derives them from the update budgets (digital 4 s / analog 5 s, FRTU 6 s / 10 s).
     digital_scan_s: float = 0.0
     analog_scan_s: float = 0.0
+    # Longest run of unconfigured registers a read may cover to save a request (bits: 16 per register). 10 registers
+    # cost about as many bytes as the headers of one more request; 0 for devices that refuse reads across holes.
+    max_gap_registers: int = 10
 
 
 def parse_options(r: OptionReader) -> Options:
@@ -112,12 +120,17 @@ def parse_options(r: OptionReader) -> Options:
     assert isinstance(conns, int)
     if not 1 <= conns <= 16:
         raise r.fail("connections", f"must be 1..16, got {conns}")
+    gap = r.get("max_gap_registers", int, 10)
+    assert isinstance(gap, int)
+    if not 0 <= gap <= MAX_READ_REGISTERS:
+        raise r.fail("max_gap_registers", f"must be 0..{MAX_READ_REGISTERS}, got {gap}")
     opts = Options(
         word_order=order,
         connections=conns,
         request_timeout_s=r.positive("request_timeout_s", 1.0),
         digital_scan_s=r.positive("digital_scan_s", 0.0, allow_zero=True),
         analog_scan_s=r.positive("analog_scan_s", 0.0, allow_zero=True),
+        max_gap_registers=gap,
     )
     r.finish()
     return opts
@@ -160,3 +173,42 @@ def assign_derived(points: Sequence[DerivedPoint]) -> list[DerivedAddress]:
             n["analog"] += 1
         out.append(DerivedAddress(t, a, control_address=ctl))
     return out
+
+
+# --------------------------------------------------------------------------------------------------- codec
+# Shared by the master (frontend_protocols.modbus) and the simulator (rtu_sim.outstation_modbus): one definition of
+# how a raw value sits in 16-bit registers.
+
+_STRUCT = {DataType.INT16: "h", DataType.UINT16: "H", DataType.INT32: "i", DataType.UINT32: "I",
+           DataType.FLOAT32: "f"}
+_INT_RANGE = {DataType.INT16: (-32768, 32767), DataType.UINT16: (0, 65535), DataType.INT32: (-2**31, 2**31 - 1),
+              DataType.UINT32: (0, 2**32 - 1)}
+
+
+def encode_registers(dtype: DataType, order: WordOrder, raw: float) -> list[int]:
+    """The registers holding ``raw`` (rounded for integer types); ValueError when it does not fit the type."""
+    if dtype is DataType.BIT:
+        raise ValueError("a bit is not held in registers")
+    if dtype is DataType.FLOAT32:
+        data = struct.pack(">f", raw)  # NaN and inf are legal float32 values (meters use NaN for "invalid")
+    else:
+        if not math.isfinite(raw):
+            raise ValueError(f"{raw} cannot be encoded as {dtype.value}")
+        n = round(raw)
+        lo, hi = _INT_RANGE[dtype]
+        if not lo <= n <= hi:
+            raise ValueError(f"{raw} is outside the {dtype.value} range {lo}..{hi}")
+        data = struct.pack(">" + _STRUCT[dtype], n)
+    words = [int.from_bytes(data[k:k + 2], "big") for k in range(0, len(data), 2)]
+    return words[::-1] if order is WordOrder.LITTLE else words
+
+
+def decode_registers(dtype: DataType, order: WordOrder, words: Sequence[int]) -> float:
+    """The raw value held in ``words`` (exactly ``dtype.registers`` of them, each 0..65535)."""
+    if dtype is DataType.BIT:
+        raise ValueError("a bit is not held in registers")
+    if len(words) != dtype.registers:
+        raise ValueError(f"{dtype.value} takes {dtype.registers} registers, got {len(words)}")
+    seq = list(words)[::-1] if order is WordOrder.LITTLE else list(words)
+    data = b"".join(int(w).to_bytes(2, "big") for w in seq)
+    return float(struct.unpack(">" + _STRUCT[dtype], data)[0])

@@ -5,7 +5,8 @@ import pytest
 
 from models.config import parse_station_config
 from models.points import DoubleState, Quality
-from models.updates import Cause, LinkEvent, UpdateBatch, new_update_rows
+from models.timebase import now_ms
+from models.updates import Cause, InterrogationDone, LinkEvent, UpdateBatch, new_update_rows
 from scada.errors import UnknownPointError
 from scada.rtdb import Rtdb
 
@@ -119,6 +120,27 @@ def test_stale_supervision_marks_not_topical(rtdb: Rtdb) -> None:
                       if q & int(Quality.NOT_TOPICAL)}
     assert stale == {1, 2}  # the analogs; the double has no age limit here
     assert rtdb.snapshot([0])[0]["quality"] == 0
+
+
+def test_interrogation_done_confirms_unchanged_points(rtdb: Rtdb) -> None:
+    """A polled device reports only changes; its completed scan keeps the unchanged points from going stale and
+    clears a stale mark without a value."""
+    rtdb.ingest(batch((0, 2, 0, 1, Cause.INTERROGATED), (1, 5.0, 0, 1, Cause.INTERROGATED),
+                      (2, 11.0, 0, 1, Cause.INTERROGATED)))
+    assert rtdb.flush()
+    rtu_of = {p.id: p.source.rtu for p in rtdb.config.points}
+    deadline = time.monotonic() + 1.5
+    while time.monotonic() < deadline:  # R1's scans keep confirming point 1 while point 2 (R2) goes stale
+        rtdb.ingest(InterrogationDone("test", rtu_of[1], now_ms()))
+        time.sleep(0.1)
+    assert rtdb.flush()
+    assert rtdb.snapshot([1])[0]["quality"] == 0
+    assert rtdb.snapshot([2])[0]["quality"] & int(Quality.NOT_TOPICAL)
+    sub = rtdb.subscribe("t")
+    rtdb.ingest(InterrogationDone("test", rtu_of[2], now_ms()))
+    cs = sub.get(timeout_s=2)
+    assert cs is not None and list(cs.rows["point"]) == [2] and cs.rows["quality"][0] == 0
+    assert cs.rows["cause"][0] == Cause.INTERROGATED
 
 
 def test_slow_subscriber_is_coalesced_not_blocking(rtdb: Rtdb) -> None:

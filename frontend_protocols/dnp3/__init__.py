@@ -1,0 +1,1 @@
+"""DNP3 (IEEE 1815) master adapter on opendnp3 (yadnp3)."""

@@ -1,0 +1,386 @@
+"""The IEC 61850 adapter in a spawned process (as the supervisor runs it) against the project's IedServer simulator
+(``rtu_sim.outstation61850``) on loopback ports: reports, GI, buffered resume, controls, link loss, hostile peer."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import random
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+from support import free_port, wait_for
+
+from frontend_protocols.channel import Heartbeat, Shutdown
+from frontend_protocols.supervisor import ADAPTER_ENTRIES, _child_main
+from models.commands import ControlAction, ControlRequest, ControlResult, ControlStatus, InterrogationRequest
+from models.config import StationConfig, parse_station_config
+from models.points import ControlType, DoubleState, Quality
+from models.updates import Cause, InterrogationDone, LinkEvent, UpdateBatch
+from rtu_sim.outstation61850 import Outstation61850
+
+_N = iter(range(1000))
+
+
+def station_toml(port: int, *, ied: str, buffered: bool = True, extra: str = "") -> str:
+    rtu = f"IED-{ied}"
+    return f"""
+[station]
+name = "iec61850 adapter test"
+
+[[rtus]]
+name = "{rtu}"
+protocol = "iec61850"
+addresses = ["127.0.0.1:{port}"]
+gi_period_s = 600
+reconnect_backoff_s = 0.2
+reconnect_backoff_max_s = 1.0
+connect_timeout_s = 1.0
+iec61850 = {{ ied_name = "{ied}", buffered_reports = {str(buffered).lower()} }}
+
+[[points]]
+name = "CB"
+kind = "double"
+rtu = "{rtu}"
+type = "DPC"
+reference = "LD0/XCBR1.Pos"
+control = {{ type = "double", mode = "sbo_enhanced", reference = "LD0/XCBR1.Pos" }}
+sim = {{ nominal = 2 }}
+
+[[points]]
+name = "DS"
+kind = "double"
+rtu = "{rtu}"
+type = "DPC"
+reference = "LD0/XSWI1.Pos"
+control = {{ type = "double", mode = "sbo", reference = "LD0/XSWI1.Pos" }}
+sim = {{ nominal = 2 }}
+
+[[points]]
+name = "FAN"
+kind = "single"
+rtu = "{rtu}"
+type = "SPC"
+reference = "LD0/GGIO1.SPCSO1"
+control = {{ type = "single", mode = "direct", reference = "LD0/GGIO1.SPCSO1" }}
+
+[[points]]
+name = "IA"
+kind = "analog"
+rtu = "{rtu}"
+type = "CMV"
+reference = "LD0/MMXU1.A.phsA"
+scale = 0.5
+offset = 1.0
+sim = {{ nominal = 201.0 }}
+
+[[points]]
+name = "TAP"
+kind = "analog"
+rtu = "{rtu}"
+type = "INS"
+reference = "LD0/YLTC1.TapPos"
+sim = {{ nominal = 3 }}
+{extra}"""
+
+
+class Adapter:
+    """The adapter in a spawned child, exactly as the supervisor runs it; collects what it sends up."""
+
+    def __init__(self, config: StationConfig, rtu: str) -> None:
+        ctx = mp.get_context("spawn")
+        self.conn, child = ctx.Pipe(duplex=True)
+        self.proc = ctx.Process(target=_child_main, args=(child, ADAPTER_ENTRIES["iec61850"], config, "iec61850",
+                                                          (rtu,)), daemon=True)
+        self.proc.start()
+        child.close()
+        self.msgs: list[Any] = []
+        self.lock = threading.Lock()
+        self._stop = threading.Event()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        while not self._stop.is_set():
+            try:
+                if self.conn.poll(0.05):
+                    msg = self.conn.recv()
+                    with self.lock:
+                        self.msgs.append(msg)
+            except (EOFError, OSError):
+                return
+
+    def of(self, typ: type, since: int = 0) -> list[Any]:
+        with self.lock:
+            return [m for m in self.msgs[since:] if isinstance(m, typ)]
+
+    def mark(self) -> int:
+        with self.lock:
+            return len(self.msgs)
+
+    def rows(self, since: int = 0) -> np.ndarray:
+        b = self.of(UpdateBatch, since)
+        return np.concatenate([x.rows for x in b]) if b else np.zeros(0, dtype=[("point", "<i4")])
+
+    def values(self, point: int, since: int = 0) -> np.ndarray:
+        r = self.rows(since)
+        return r[r["point"] == point] if len(r) else r
+
+    def counters(self) -> dict[str, float]:
+        beats = self.of(Heartbeat)
+        return dict(beats[-1].counters) if beats else {}
+
+    def control(self, req: ControlRequest, timeout_s: float = 10.0) -> ControlResult:
+        self.conn.send(req)
+        return wait_for(lambda: next((r for r in self.of(ControlResult) if r.request_id == req.request_id), None),
+                        timeout_s, f"ControlResult {req.request_id}")  # type: ignore[return-value]
+
+    def close(self) -> int | None:
+        try:
+            self.conn.send(Shutdown())
+        except OSError:
+            pass
+        self.proc.join(10)
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join(5)
+        self._stop.set()
+        self._reader.join(2)
+        self.conn.close()
+        return self.proc.exitcode
+
+
+@pytest.fixture
+def rig() -> Iterator[Any]:
+    made: list[Any] = []
+
+    def make(*, buffered: bool = True, adapter: bool = True) -> tuple[Any, Any, StationConfig]:
+        port = free_port()
+        ied = f"T{next(_N)}x{random.randrange(10**6)}"  # unique per process: controls register by reference
+        cfg = parse_station_config(station_toml(port, ied=ied, buffered=buffered))
+        rtu = cfg.rtus[0]
+        pts = cfg.points_of_rtu(rtu.name)
+        sim = Outstation61850(rtu, pts, [cfg.sim[p.id] for p in pts], rng=random.Random(1))
+        sim.start()
+        pump = threading.Event()
+
+        def loop() -> None:
+            while not pump.is_set():
+                sim.pump(time.monotonic())
+                time.sleep(0.002)
+
+        t = threading.Thread(target=loop, daemon=True)
+        t.start()
+        a = Adapter(cfg, rtu.name) if adapter else None
+        made.append((sim, pump, t, a))
+        return sim, a, cfg
+
+    yield make
+    for sim, pump, t, a in made:
+        if a is not None:
+            a.close()
+        pump.set()
+        t.join(2)
+        sim.close()
+
+
+def _rtu(cfg: StationConfig) -> str:
+    return cfg.rtus[0].name
+
+
+@pytest.mark.timeout(90)
+def test_gi_reports_quality_time_and_latency(rig) -> None:
+    sim, a, cfg = rig()
+    wait_for(lambda: a.of(InterrogationDone), 20, "InterrogationDone after connect")
+    up = a.of(LinkEvent)[0]
+    assert up.up and up.rtu == _rtu(cfg)
+    cb, ia, tap = a.values(0), a.values(3), a.values(4)
+    assert cb[-1]["value"] == DoubleState.ON and cb[-1]["quality"] == 0
+    assert Cause.INTERROGATED in set(cb["cause"])
+    assert ia[-1]["value"] == pytest.approx(sim.value("IA"), rel=1e-5)  # raw*scale+offset round trip
+    assert tap[-1]["value"] == 3.0
+
+    # a spontaneous report keeps value, quality and time tag; an unsynchronised clock marks the time invalid
+    mark = a.mark()
+    stamp = int(time.time() * 1000) - 5000
+    sim.set_value("IA", 151.0, Quality.QUESTIONABLE | Quality.SUBSTITUTED | Quality.TIME_INVALID, time_ms=stamp)
+    sim.set_value("CB", DoubleState.OFF, Quality.INVALID, time_ms=stamp)
+    wait_for(lambda: len(a.values(3, mark)) and len(a.values(0, mark)), 10, "spontaneous reports")
+    r = a.values(3, mark)[-1]
+    assert r["value"] == pytest.approx(151.0) and r["source_time_ms"] == stamp
+    assert r["quality"] == Quality.QUESTIONABLE | Quality.SUBSTITUTED | Quality.TIME_INVALID
+    assert r["cause"] == Cause.SPONTANEOUS
+    c = a.values(0, mark)[-1]
+    assert c["value"] == DoubleState.OFF and c["quality"] == Quality.INVALID and c["source_time_ms"] == stamp
+
+    lat = []
+    for k in range(30):
+        mark = a.mark()
+        t0 = time.time() * 1000
+        sim.set_value("TAP", float(k % 7))
+        wait_for(lambda m=mark: len(a.values(4, m)), 5, "tap report")
+        lat.append(time.time() * 1000 - t0)
+    print(f"iec61850 set_value -> UpdateBatch received: p50 {np.percentile(lat, 50):.1f} ms, "
+          f"max {max(lat):.1f} ms")
+
+    mark = a.mark()
+    a.conn.send(InterrogationRequest(""))
+    wait_for(lambda: a.of(InterrogationDone, mark), 10, "InterrogationDone on request")
+    assert {int(p) for p in a.rows(mark)["point"]} >= {0, 1, 2, 3, 4}
+    assert a.counters().get("report_handler_errors", 0) == 0
+    assert a.close() == 0
+
+
+@pytest.mark.timeout(90)
+def test_controls_sbo_enhanced_sbo_direct_and_refusals(rig) -> None:
+    sim, a, cfg = rig()
+    wait_for(lambda: a.of(InterrogationDone), 20, "first GI")
+    rid = iter(range(1, 100))
+    name = _rtu(cfg)
+
+    def ctl(rid: int, point: int, action: ControlAction, value: float, ctype: ControlType = ControlType.DOUBLE
+            ) -> ControlRequest:
+        return ControlRequest(rid, point, name, 0, 0, ctype, action, value, 5.0)
+
+    # SBO with enhanced security: select with value, operate; the status follows
+    assert a.control(ctl(next(rid), 0, ControlAction.SELECT, DoubleState.OFF)).status is ControlStatus.SUCCESS
+    res = a.control(ctl(next(rid), 0, ControlAction.EXECUTE, DoubleState.OFF))
+    assert res.status is ControlStatus.SUCCESS, res
+    wait_for(lambda: sim.value("CB") == DoubleState.OFF, 5, "breaker open in the IED")
+    wait_for(lambda: len(a.values(0)) and a.values(0)[-1]["value"] == DoubleState.OFF, 5, "open reported")
+    print(f"SBOw+operate round trip {res.elapsed_ms:.1f} ms")
+    # SBO normal security, with a cancel in between
+    assert a.control(ctl(next(rid), 1, ControlAction.SELECT, DoubleState.OFF)).status is ControlStatus.SUCCESS
+    assert a.control(ctl(next(rid), 1, ControlAction.CANCEL, DoubleState.OFF)).status is ControlStatus.SUCCESS
+    assert a.control(ctl(next(rid), 1, ControlAction.SELECT, DoubleState.OFF)).status is ControlStatus.SUCCESS
+    assert a.control(ctl(next(rid), 1, ControlAction.EXECUTE, DoubleState.OFF)).status is ControlStatus.SUCCESS
+    wait_for(lambda: sim.value("DS") == DoubleState.OFF, 5, "disconnector open")
+    # direct
+    res = a.control(ctl(next(rid), 2, ControlAction.DIRECT, 1, ControlType.SINGLE))
+    assert res.status is ControlStatus.SUCCESS, res
+    wait_for(lambda: sim.value("FAN") == 1.0, 5, "fan on")
+    # blocked: the select is refused, AddCause named
+    sim.block("CB")
+    res = a.control(ctl(next(rid), 0, ControlAction.SELECT, DoubleState.ON))
+    assert res.status is ControlStatus.REFUSED_BY_FIELD and "blocked-by-process" in res.detail, res
+    sim.block("CB", False)
+    # local: refused with blocked-by-switching-hierarchy
+    sim.set_local(True)
+    res = a.control(ctl(next(rid), 2, ControlAction.DIRECT, 0, ControlType.SINGLE))
+    assert res.status is ControlStatus.REFUSED_BY_FIELD and "switching-hierarchy" in res.detail, res
+    sim.set_local(False)
+    # configuration errors stay in the adapter
+    assert a.control(ctl(next(rid), 0, ControlAction.DIRECT, 2)).status is ControlStatus.ERROR
+    assert a.control(ctl(next(rid), 3, ControlAction.DIRECT, 1)).status is ControlStatus.UNKNOWN_ADDRESS
+    assert sim.value("CB") == DoubleState.OFF
+
+
+@pytest.mark.timeout(90)
+def test_buffered_resume_after_link_loss(rig) -> None:
+    sim, a, cfg = rig(buffered=True)
+    wait_for(lambda: a.of(InterrogationDone), 20, "first GI")
+    mark = a.mark()
+    sim.set_value("TAP", 5.0)
+    wait_for(lambda: len(a.values(4, mark)), 5, "tap 5")
+    t_down = time.monotonic()
+    sim.link_down()
+    wait_for(lambda: [e for e in a.of(LinkEvent) if not e.up], 10, "LinkEvent down")
+    print(f"link down seen after {time.monotonic() - t_down:.2f} s")
+    mark = a.mark()
+    for v in (6.0, 7.0, 8.0):  # while the link is down: buffered in the IED's BRCB
+        sim.set_value("TAP", v)
+        time.sleep(0.05)
+    time.sleep(0.3)
+    sim.link_up()
+    wait_for(lambda: [e for e in a.of(LinkEvent, mark) if e.up], 15, "LinkEvent up again")
+    wait_for(lambda: a.of(InterrogationDone, mark), 15, "GI after reconnect")
+    spont = [float(r["value"]) for r in a.values(4, mark) if r["cause"] == Cause.SPONTANEOUS]
+    assert spont[:3] == [6.0, 7.0, 8.0], spont  # no event lost across the disconnect, in order
+
+
+@pytest.mark.timeout(60)
+def test_hostile_peer_does_not_kill_the_adapter(rig) -> None:
+    srv = socket.create_server(("127.0.0.1", 0))
+    port = srv.getsockname()[1]
+    stop = threading.Event()
+
+    def serve() -> None:
+        srv.settimeout(0.2)
+        k = 0
+        while not stop.is_set():
+            try:
+                c, _ = srv.accept()
+            except (TimeoutError, OSError):
+                continue
+            garbage = [b"\x03\x00\x00\x10\xff\xff\xff\xff", b"\x03\x00", b"\x03\x00\xff\xff" + b"\x00" * 64,
+                       b"GET / HTTP/1.0\r\n\r\n"][k % 4]
+            k += 1
+            try:
+                c.recv(4096)
+                c.sendall(garbage)
+                time.sleep(0.1)
+            except OSError:
+                pass
+            c.close()
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        cfg = parse_station_config(station_toml(port, ied="HOSTILE"))
+        a = Adapter(cfg, cfg.rtus[0].name)
+        wait_for(lambda: a.counters().get("connect_failures", 0) >= 4, 30, "several refused connects")
+        assert a.proc.is_alive()
+        assert not [e for e in a.of(LinkEvent) if e.up]
+        n = len(a.of(Heartbeat))
+        time.sleep(1.0)
+        assert len(a.of(Heartbeat)) > n  # still beating
+        assert a.close() == 0
+    finally:
+        stop.set()
+        t.join(2)
+        srv.close()
+
+
+@pytest.mark.timeout(90)
+def test_crashed_adapter_is_restarted_and_interrogates(rig) -> None:
+    import os
+    import signal
+
+    from frontend_protocols.supervisor import AdapterSpec, AdapterSupervisor
+
+    sim, _, cfg = rig(adapter=False)
+    got: list[Any] = []
+    states: list[tuple[bool, str]] = []
+
+    class Sink:
+        def on_adapter_message(self, adapter: str, msg: Any) -> None:
+            got.append(msg)
+
+        def on_adapter_state(self, adapter: str, running: bool, detail: str) -> None:
+            states.append((running, detail))
+
+    sup = AdapterSupervisor(AdapterSpec("iec61850", ADAPTER_ENTRIES["iec61850"], (_rtu(cfg),)), cfg, Sink(),
+                            heartbeat_timeout_s=3.0, backoff_s=0.2)
+    sup.start()
+    try:
+        wait_for(lambda: [m for m in got if isinstance(m, InterrogationDone)], 20, "first GI")
+        pid = sup.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGSEGV)  # a crash inside the protocol library
+        wait_for(lambda: sup.restarts >= 1 and sup.pid not in (None, pid), 15, "adapter restarted")
+        n = len([m for m in got if isinstance(m, InterrogationDone)])
+        wait_for(lambda: len([m for m in got if isinstance(m, InterrogationDone)]) > n, 20, "GI after restart")
+        assert any(not running for running, _ in states)
+        # a hang (a blocking call that never returns) silences the main loop's heartbeat: killed and restarted
+        pid = sup.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)
+        wait_for(lambda: sup.restarts >= 2 and sup.pid not in (None, pid), 20, "hung adapter restarted")
+        n = len([m for m in got if isinstance(m, InterrogationDone)])
+        wait_for(lambda: len([m for m in got if isinstance(m, InterrogationDone)]) > n, 20, "GI after hang")
+    finally:
+        sup.stop()
