@@ -86,6 +86,7 @@ class _Rtu:
     channel: Any = None
     master: Any = None
     keep: list[Any] = field(default_factory=list)  # Python handler objects the library holds by reference
+    event_scan: Any = None  # the periodic event poll; demanded at once after a command for its feedback
     # link state, guarded by Dnp3Master._lock
     channel_open: bool = False
     up: bool = False
@@ -263,7 +264,8 @@ class Dnp3Master:
         rtu.channel, rtu.master = channel, master
         if rtu.event_headers:
             period = o.TimeDuration.Milliseconds(int(rtu.poll_period_s * 1000))
-            rtu.keep.append(master.AddScan(period, _headers(rtu.event_headers), event_soe))
+            rtu.event_scan = master.AddScan(period, _headers(rtu.event_headers), event_soe)
+            rtu.keep.append(rtu.event_scan)
         master.Enable()
 
     # ----------------------------------------------------------------------------------------------- callbacks
@@ -589,6 +591,9 @@ class Dnp3Master:
             return
         if summary == "SUCCESS" and points and all(st == "SUCCESS" == status for _, st, status in points):
             self._answer(pend.request, ControlStatus.SUCCESS, "operated", pend.started)
+            rtu = self._rtus.get(pend.request.rtu)
+            if rtu is not None and rtu.event_scan is not None:
+                rtu.event_scan.Demand()  # the device's status change is an event: fetch it now, not at the next poll
             return
         refused = [(state, status) for _, state, status in points if status != "SUCCESS"]
         if refused:
