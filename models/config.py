@@ -381,7 +381,7 @@ def parse_station_config(text: str, source: str = "<config>") -> StationConfig:
     if any(r.equipment for r in rtus):
         points, sims, bindings = _derived_points(top, source, loc, network, rtus, points, sims)
     top.finish()
-    return StationConfig(
+    config = StationConfig(
         name=name,
         source_path=source,
         server=server,
@@ -395,6 +395,23 @@ def parse_station_config(text: str, source: str = "<config>") -> StationConfig:
         network=network,
         bindings=bindings,
     )
+    _check_scl_files(config, loc)
+    return config
+
+
+def _check_scl_files(config: StationConfig, loc: _Locator) -> None:
+    """Every point of an IEC 61850 RTU with ``iec61850.scl`` must find its objects, of a fitting class, in that file."""
+    from models.scl import SclError, check_points_in_scl, load_scl  # only stations with SCL files pay for it
+
+    for i, rtu in enumerate(config.rtus):
+        if rtu.protocol is not Protocol.IEC61850 or not rtu.iec61850.scl:
+            continue
+        line = loc.line("rtus", i)
+        at = f"{config.source_path}:{line}" if line else config.source_path
+        try:
+            check_points_in_scl(config, rtu, load_scl(rtu.iec61850.scl))
+        except SclError as exc:
+            raise ConfigError(f"{at}: rtus[{i}].iec61850.scl: {exc}") from None
 
 
 def _network(r: _Reader, source: str) -> NetworkModel | None:

@@ -1,6 +1,8 @@
 """``dscada model summary FILE [--json]``: import a CIM feeder and report what it holds.
 ``dscada model export-sample DIR [--json]``: write the embedded sample network (``models.sample_network``) as CIM100
 RDF/XML to ``DIR/sample_network.xml`` and print its path and element counts.
+``dscada model export-scl STATION.toml RTU OUT.cid [--json]``: write the SCL of IEC 61850 RTU ``RTU`` (its
+``iec61850.scl`` file, or the SCL generated from its points: what the simulator serves and the client reads).
 
 Standalone: ``python -m models.model_cli summary FILE``. Exit 0 on success, 2 when the file cannot be imported (every
 problem on stderr) or the arguments are wrong.
@@ -145,6 +147,35 @@ def _export_sample(directory: str, *, as_json: bool) -> int:
     return EXIT_OK
 
 
+def _export_scl(station: str, rtu: str, out: str, *, as_json: bool) -> int:
+    from models.config import load_station_config
+    from models.errors import ConfigError
+    from models.scl import SclError, export_rtu_scl, load_scl
+
+    try:
+        config = load_station_config(station)
+        path = export_rtu_scl(config, rtu, out)
+    except (ConfigError, SclError) as exc:
+        print(f"dscada model export-scl: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    except OSError as exc:
+        print(f"dscada model export-scl: cannot write {out}: {exc.strerror}", file=sys.stderr)
+        return EXIT_INVALID
+    doc = load_scl(path)  # read back: what was written parses, and the counts describe the file itself
+    ied = doc.ied(config.rtu(rtu).ied_name)
+    counts = {"logical_devices": len(ied.ldevices), "logical_nodes": sum(len(ld.lns) for ld in ied.ldevices),
+              "data_sets": len(doc.datasets(ied)), "report_controls": len(doc.report_controls(ied)),
+              "points": len(config.points_of_rtu(rtu))}
+    if as_json:
+        print(json.dumps({"file": str(path), "ied": ied.name, "bytes": path.stat().st_size, **counts}, indent=2))
+    else:
+        print(path)
+        print(f"  {'ied':24} {ied.name}")
+        for key, value in counts.items():
+            print(f"  {key:24} {value}")
+    return EXIT_OK
+
+
 _GIS_ACTIONS = {
     "apply-diff": "GIS import: validate a CIM difference against a base file (and merge it)",
     "make-diff": "GIS import: compare a full new CIM file with the base, as a difference",
@@ -161,6 +192,11 @@ def main(argv: list[str] | None = None) -> int:
     export = sub.add_parser("export-sample", help="write the embedded sample network as CIM100 RDF/XML")
     export.add_argument("dir", help="directory to write sample_network.xml into (created if missing)")
     export.add_argument("--json", action="store_true", help="print JSON instead of text")
+    scl = sub.add_parser("export-scl", help="write an IEC 61850 RTU's SCL (its file, or generated from its points)")
+    scl.add_argument("station", help="station configuration (TOML)")
+    scl.add_argument("rtu", help="name of an iec61850 RTU in it")
+    scl.add_argument("out", help="SCL file to write (e.g. IED1.cid)")
+    scl.add_argument("--json", action="store_true", help="print JSON instead of text")
     for action, text in _GIS_ACTIONS.items():
         sub.add_parser(action, help=text, add_help=False)
     argv = sys.argv[1:] if argv is None else argv
@@ -174,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
         return int(exc.code) if isinstance(exc.code, int) else EXIT_INVALID
     if args.action == "export-sample":
         return _export_sample(args.dir, as_json=args.json)
+    if args.action == "export-scl":
+        return _export_scl(args.station, args.rtu, args.out, as_json=args.json)
     started = time.perf_counter()
     try:
         model = load_cim(args.file)

@@ -34,7 +34,7 @@ import pyiec61850.pyiec61850 as iec
 from models.config import RtuConfig, SimProfile
 from models.points import ControlType, DoubleState, PointDef, PointKind, Quality
 from models.protocols.iec61850 import SUPPORTED_QUALITY, VALUE_ATTRIBUTE, quality_to_61850
-from models.scl import CtlModel, DoType, Ied, LNode, SclDocument, SclError, scl_for_points
+from models.scl import CtlModel, DoType, Ied, LNode, SclDocument, SclError, check_point_list, scl_for_points
 from models.updates import Cause
 from rtu_sim.errors import SimulatorError
 from rtu_sim.outstation import CommandAnswer, Outstation, SharedResources, Slot
@@ -45,6 +45,26 @@ log = logging.getLogger(__name__)
 _KEEP: list[Any] = []
 _IED_NAMES: set[str] = set()  # IED names of the live outstations of this process
 _ROUTES: dict[str, tuple[Outstation61850, Slot]] = {}  # "<ied><ref>" of a control -> who handles it now
+
+
+def _native_library() -> ctypes.CDLL:
+    """libiec61850 itself, for the calls that may wait for a lock its own threads hold while they call back into
+    Python: through ctypes they release the GIL while waiting; through the SWIG binding they would keep it, and the
+    library thread running a control handler would wait for the GIL forever (a deadlock seen here under load)."""
+    import glob
+    import os
+
+    found = glob.glob(os.path.join(os.path.dirname(iec.__file__), "..", "pyiec61850_ng.libs", "libiec61850*.so*"))
+    if not found:
+        raise SimulatorError("libiec61850 shared library of pyiec61850-ng not found next to the binding")
+    lib = ctypes.CDLL(found[0])
+    for name in ("IedServer_lockDataModel", "IedServer_unlockDataModel", "IedServer_stop"):
+        fn = getattr(lib, name)
+        fn.argtypes, fn.restype = [ctypes.c_void_p], None
+    return lib
+
+
+_NATIVE = _native_library()
 
 
 @atexit.register
@@ -166,9 +186,7 @@ class Outstation61850(Outstation):
         try:
             doc = scl_for_points(rtu, points)
             ied = doc.ied(name)
-            for p in points:
-                for ref in [r for r in (p.source.reference, p.control.reference if p.control else "") if r]:
-                    doc.resolve(ied, ref)
+            check_point_list(rtu, points, doc)
         except SclError as exc:
             raise SimulatorError(f"RTU {rtu.name!r}: {exc}") from None
         self._servers: list[Any] = []
@@ -300,7 +318,7 @@ class Outstation61850(Outstation):
             time.sleep(0.01)
 
     def _stop_link(self, index: int) -> None:
-        iec.IedServer_stop(self._servers[index])
+        _NATIVE.IedServer_stop(int(self._servers[index]))  # joins the server thread: without the GIL (see _NATIVE)
 
     def _report(self, s: Slot, value: float, quality: Quality, time_ms: int, cause: Cause, links: list[int]
                 ) -> list[int]:
@@ -322,7 +340,7 @@ class Outstation61850(Outstation):
         iec.Timestamp_clearFlags(self._ts)
         iec.Timestamp_setTimeInMilliseconds(self._ts, max(0, time_ms))
         iec.Timestamp_setClockNotSynchronized(self._ts, bool(quality & Quality.TIME_INVALID))
-        iec.IedServer_lockDataModel(server)
+        _NATIVE.IedServer_lockDataModel(int(server))  # waits without the GIL (see _native_library)
         try:
             if a.kind == "bool":
                 iec.IedServer_updateBooleanAttributeValue(server, a.value, bool(value))
@@ -337,7 +355,7 @@ class Outstation61850(Outstation):
             iec.IedServer_updateQuality(server, a.q, quality_to_61850(quality))
             iec.IedServer_updateTimestampAttributeValue(server, a.t, self._ts)
         finally:
-            iec.IedServer_unlockDataModel(server)
+            _NATIVE.IedServer_unlockDataModel(int(server))
 
     def _dispose(self) -> None:
         for s in self.slots:

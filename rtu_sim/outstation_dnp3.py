@@ -33,6 +33,9 @@ from rtu_sim.outstation import CommandAnswer, Outstation, SharedResources, Slot
 log = logging.getLogger(__name__)
 
 MANAGER_KEY = "dnp3-manager"
+#: DatabaseConfig field of each point type (models/protocols/dnp3.py).
+_DB_FIELD = {"binary_input": "binary_input", "double_bit_binary_input": "double_binary",
+             "analog_input": "analog_input", "counter": "counter", "analog_output_status": "analog_output_status"}
 MANAGER_THREADS = 2
 EVENT_BUFFER_MIN = 1000
 
@@ -176,7 +179,16 @@ class OutstationDnp3(Outstation):
                                                  listener)
         except Exception as exc:
             raise SimulatorError(f"RTU {self.name!r}: cannot listen on {self.rtu.addresses[index]}: {exc}") from exc
-        cfg = o.OutstationStackConfig(o.DatabaseConfig(self._db_size))
+        db = o.DatabaseConfig(self._db_size)
+        # DatabaseConfig(n) makes n points of every object type, the unused ones "offline, restart" in class 0
+        # responses; g50v4 (time and interval) among them is one Wireshark 4.0 cannot decode. The binding cannot
+        # read these maps, but an empty one can be assigned: keep only the types this device has.
+        used = {_DB_FIELD[s.point.source.type_id] for s in self.slots if s.monitored}
+        for name in ("binary_input", "double_binary", "analog_input", "counter", "frozen_counter",
+                     "binary_output_status", "analog_output_status", "time_and_interval", "octet_string"):
+            if name not in used:
+                setattr(db, name, {})
+        cfg = o.OutstationStackConfig(db)
         cfg.outstation.eventBufferConfig = o.EventBufferConfig.AllTypes(self._event_buffer)
         params = cfg.outstation.params
         params.allowUnsolicited = self.rtu.dnp3.sim_unsolicited

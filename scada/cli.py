@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("rtu-sim", help="run simulated IEC 104 RTUs (see 'dscada rtu-sim --help')", add_help=False)
     sub.add_parser("client", help="operator client (see 'dscada client --help')", add_help=False)
     sub.add_parser("model", add_help=False,
-                   help="network model tools: summary, export-sample, apply-diff, make-diff, export-changes")
+                   help="model tools: summary, export-sample, export-scl, apply-diff, make-diff, export-changes")
     sub.add_parser("powerflow", add_help=False,
                    help="power flow of a CIM feeder: 'dscada powerflow FILE [--three-phase|--balanced] [--der off]'")
 

@@ -10,7 +10,8 @@ library's receive thread wait for the GIL inside the report handler: a deadlock.
 associations, a blocking call only ever waits for a thread that needs no GIL. The report handler itself only copies
 the values into the ``UpdateBuffer`` and returns. Handler, subscriber and connection objects are never destroyed
 (destroying them crashed the binding): they are kept for the life of the process, and the process leaves with
-``os._exit`` after flushing its channel. A dead association is abandoned, not closed (closing blocks). The library
+``os._exit`` after flushing its channel. An association given up is aborted without waiting
+(``IedConnection_abortAsync``), never closed or released (those wait for the peer). The library
 prints a debug line per control on stdout: fd 1 is pointed at /dev/null at start. The heartbeat comes from the main
 loop, so a hang of any blocking call silences it and the supervisor restarts the process.
 """
@@ -144,6 +145,7 @@ class _Ied:
     next_try: float = 0.0
     next_gi: float = math.inf
     next_keepalive: float = math.inf
+    pending: list[Any] = field(default_factory=list)  # associations of the connect attempt under way
 
 
 class Iec61850Master:
@@ -237,6 +239,7 @@ class Iec61850Master:
     def _new_connection(self, ied: _Ied, timeout_s: float) -> tuple[Any, int]:
         conn = iec.IedConnection_create()
         _KEEP.append(conn)
+        ied.pending.append(conn)  # aborted by _retry unless the attempt succeeds
         iec.IedConnection_setConnectTimeout(conn, int(ied.cfg.connect_timeout_s * 1000))
         iec.IedConnection_setRequestTimeout(conn, int(timeout_s * 1000))
         host, _, port = ied.cfg.addresses[0].rpartition(":")
@@ -257,6 +260,7 @@ class Iec61850Master:
                 self._retry(ied, now, reason)
                 return
         ied.up = True
+        ied.pending = []
         ied.backoff_s = ied.cfg.reconnect_backoff_s
         self._buf.count("link_up")
         self._buf.event(LinkEvent(self._adapter, ied.cfg.name, True, address=ied.cfg.addresses[0], time_ms=now_ms()))
@@ -305,9 +309,13 @@ class Iec61850Master:
         self._buf.count("connect_failures")
         ied.next_try = now + ied.backoff_s
         ied.backoff_s = min(ied.backoff_s * 2, ied.cfg.reconnect_backoff_max_s)
+        given_up = {id(c): c for c in [ied.conn, *(r.conn for r in ied.rcbs), *ied.pending] if c is not None}
+        for conn in given_up.values():
+            _abort(conn)
         ied.conn = None
+        ied.pending = []
         for rcb in ied.rcbs:
-            rcb.conn = None  # abandoned, never closed: closing an association that may report can deadlock
+            rcb.conn = None
 
     def _link_lost(self, ied: _Ied, now: float, reason: str) -> None:
         ied.up = False
@@ -475,6 +483,19 @@ class Iec61850Master:
             self._buf.count("handler_errors")
             if isinstance(msg, ControlRequest):
                 self._answer(msg, ControlStatus.ERROR, "adapter error while sending the command", time.monotonic())
+
+
+def _abort(conn: Any) -> None:
+    """Release an association being given up without waiting: an ABRT is sent and nothing awaited (a blocking close
+    or release on an association that reports can deadlock). Without it the IED keeps the association, and with it
+    the report control block and one of its few association slots: after a few lost links it refuses us for good."""
+    if conn is None:
+        return
+    try:
+        if iec.IedConnection_getState(conn) == iec.IED_STATE_CONNECTED:
+            iec.IedConnection_abortAsync(conn)
+    except Exception:
+        log.exception("IEC 61850: aborting an association failed")
 
 
 def _fcda_ref(f: Fcda) -> str:

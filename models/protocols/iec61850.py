@@ -115,6 +115,7 @@ def assign_derived(points: Sequence[DerivedPoint]) -> list[DerivedAddress]:
 # IEC 61850-7-3 quality as libiec61850 holds it in an int (validity in the two lowest bits, then the detail bits).
 
 Q_VALIDITY_MASK = 0x0003
+Q_VALIDITY_RESERVED = 0x0001
 Q_VALIDITY_INVALID = 0x0002
 Q_VALIDITY_QUESTIONABLE = 0x0003
 Q_OVERFLOW = 0x0004
@@ -155,7 +156,7 @@ def quality_from_61850(q: int, time_quality: int = 0) -> int:
     """models Quality bits (as int) from a 61850 quality and the TimeQuality octet of its time tag."""
     out = Quality.GOOD
     validity = q & Q_VALIDITY_MASK
-    if validity == Q_VALIDITY_INVALID:
+    if validity in (Q_VALIDITY_INVALID, Q_VALIDITY_RESERVED):  # a validity the standard does not define: unusable
         out |= Quality.INVALID
     elif validity == Q_VALIDITY_QUESTIONABLE:
         out |= Quality.QUESTIONABLE
@@ -187,3 +188,13 @@ VALUE_ATTRIBUTE = {"SPS": "stVal", "SPC": "stVal", "DPS": "stVal", "DPC": "stVal
 #: Functional constraint of the value, quality and time of each common data class.
 VALUE_FC = {"SPS": "ST", "SPC": "ST", "DPS": "ST", "DPC": "ST", "INS": "ST", "BCR": "ST", "MV": "MX", "CMV": "MX",
             "APC": "MX"}
+#: The common data classes of an IED's data object that a point of each ``type`` may read: a status point may
+#: monitor a controllable object (an SPS view of an SPC), an INS point any integer status (ENS, INC).
+DO_CDC_OF_TYPE: dict[str, frozenset[str]] = {
+    "SPS": frozenset({"SPS", "SPC"}), "SPC": frozenset({"SPC"}), "DPS": frozenset({"DPS", "DPC"}),
+    "DPC": frozenset({"DPC"}), "INS": frozenset({"INS", "ENS", "INC"}), "BCR": frozenset({"BCR"}),
+    "MV": frozenset({"MV"}), "CMV": frozenset({"CMV"}), "APC": frozenset({"APC"}),
+}
+#: The controllable common data class each control type operates (the client builds ctlVal for it).
+CONTROL_CDC: dict[ControlType, str] = {ControlType.SINGLE: "SPC", ControlType.DOUBLE: "DPC",
+                                       ControlType.SETPOINT_FLOAT: "APC", ControlType.SETPOINT_SCALED: "APC"}

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from models.config import Protocol, parse_station_config
+from models.config import Protocol, load_station_config, parse_station_config
 from models.errors import ConfigError
 from models.points import ControlMode, ControlType, PointKind, TimeSource
 from models.protocols import describe_address, time_source
 from models.protocols.modbus import WordOrder
-from models.samples import relocate_station_text, sample_network_station_path
+from models.samples import sample_network_station_path
 
 BASE = """
 [station]
@@ -114,14 +114,12 @@ def test_bad_protocol_config_names_the_field(extra: str, message: str) -> None:
         parse_station_config(BASE + extra, "station.toml")
 
 
-def test_derived_points_get_addresses_of_their_protocol(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    src = sample_network_station_path()
-    blocks = src.read_text(encoding="utf-8").split("[[rtus]]")
-    for i, proto in ((2, "dnp3"), (3, "modbus"), (4, "iec61850")):
-        blocks[i] = blocks[i].replace('protocol = "iec104"', f'protocol = "{proto}"')
-    text = relocate_station_text("[[rtus]]".join(blocks), tmp_path, src.parent)
-    cfg = parse_station_config(text, str(src))
-    dnp3, modbus, ied = cfg.rtus[1:4]
+def test_derived_points_get_addresses_of_their_protocol() -> None:
+    cfg = load_station_config(sample_network_station_path())  # the sample station assigns protocols by role
+    first = {}
+    for r in cfg.rtus:
+        first.setdefault(r.protocol, r)
+    dnp3, modbus, ied = first[Protocol.DNP3], first[Protocol.MODBUS], first[Protocol.IEC61850]
     by_kind = {(p.source.rtu, p.kind, p.source.type_id) for p in cfg.points}
     assert (dnp3.name, PointKind.DOUBLE, "double_bit_binary_input") in by_kind
     assert (dnp3.name, PointKind.ANALOG, "analog_input") in by_kind
