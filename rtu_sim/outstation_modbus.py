@@ -253,7 +253,11 @@ class OutstationModbus(Outstation):
         answer = self.execute_command(s, command)
         if answer is not CommandAnswer.ACCEPTED:
             return _ANSWER_CODE[answer]
-        self._put(table, address, [1 if v else 0 for v in values] if table in _BITS else values)
+        mon = self._monitor.get(s.index)
+        if mon is None or (mon.table, s.point.source.address) != (table, address):
+            # a command register of its own keeps what was written; where the command writes the point's own
+            # status cells, those show the device's state (set by execute_command), not the request
+            self._put(table, address, [1 if v else 0 for v in values] if table in _BITS else values)
         return None
 
     # ------------------------------------------------------------------------------------------- links

@@ -30,10 +30,10 @@ LINK_ADDRESS_RANGE = (0, 65_519)  # 0xFFF0.. are broadcast/reserved
 @dataclass(frozen=True, slots=True)
 class Options:
     master_address: int = 1  # the master's own link address
-    # Event (class 1/2/3) poll period; 0 derives it from the RTU's update budgets (unsolicited responses carry
-    # events at once, the poll is the safety net when an unsolicited response is lost).
+    # Event (class 1/2/3) poll period; 0 derives it from the RTU's update budgets. The master accepts unsolicited
+    # responses (opendnp3 enables them after its start-up sequence and offers no way to leave them off), the poll is
+    # what carries events from outstations that cannot send them with time (see the simulator).
     event_poll_period_s: float = 0.0
-    unsolicited: bool = True
     response_timeout_s: float = 5.0
     keepalive_s: float = 10.0  # link status request after this much silence
     time_sync: bool = True  # write the time when the outstation asks for it (IIN1.4 NEED_TIME)
@@ -50,7 +50,6 @@ def parse_options(r: OptionReader) -> Options:
     opts = Options(
         master_address=master,
         event_poll_period_s=r.positive("event_poll_period_s", 0.0, allow_zero=True),
-        unsolicited=bool(r.get("unsolicited", bool, True)),
         response_timeout_s=r.positive("response_timeout_s", 5.0),
         keepalive_s=r.positive("keepalive_s", 10.0),
         time_sync=bool(r.get("time_sync", bool, True)),

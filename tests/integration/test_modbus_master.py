@@ -426,6 +426,7 @@ def test_commands_read_back_and_refusals(sims, adapters) -> None:
 
     # the device accepts the write but the state does not follow: TIMEOUT naming what the read-back showed
     sim.set_value("FAN", 0)
+    assert sim.wait_sent(5)  # the coil reads 0 again before the stuck relay is commanded
     o.on_command_applied = None
     orig = o.execute_command
 

@@ -127,13 +127,20 @@ def test_sample_network_station() -> None:
         return {n.split(".")[0] for n in names}
 
     ss = cfg.points_of_rtu("RTU-SS")
-    assert elements("RTU-SS", PointKind.DOUBLE) == {"SS-INC1", "SS-INC2", "SS-BC"} | {f"F{n}-CB" for n in range(1, 7)}
+    assert elements("RTU-SS", PointKind.DOUBLE) == {"SS-INC1", "SS-INC2", "SS-BC"}
     assert all(p.control is not None for p in ss if p.kind is PointKind.DOUBLE and p.name.endswith(".Pos"))
-    analog = Counter(p.name.split(".")[1] for p in ss if p.kind is PointKind.ANALOG)
-    # PNV at two bus sections, A on six feeder breakers, VA (P and Q) on six breakers and two transformers, 2 taps
-    assert analog == {"PNV": 6, "A": 18, "P": 24, "Q": 24, "Pos": 2}
-    assert {"SS-TR1-OLTC.Pos", "SS-TR2-OLTC.Pos", "F1-CB.Pos", "F1-CB.A.ph_A", "F1-CB.P.ph_A"} <= {p.name for p in ss}
+    assert Counter(p.name.split(".")[1] for p in ss if p.kind is PointKind.ANALOG) == {"PNV": 6}  # two bus sections
+    # The feeder protection IEDs: the breaker with its currents and VA (P and Q) per phase.
+    for n in range(1, 7):
+        ied = cfg.points_of_rtu(f"IED-F{n}")
+        assert elements(f"IED-F{n}", PointKind.DOUBLE) == {f"F{n}-CB"} and cfg.point(f"F{n}-CB.Pos").control
+        assert Counter(p.name.split(".")[1] for p in ied if p.kind is PointKind.ANALOG) == {"A": 3, "P": 3, "Q": 3}
+    # The transformer meters: VA per phase and the tap position (its tap changer goes by the transformer's name).
+    for n in (1, 2):
+        assert {p.name for p in cfg.points_of_rtu(f"MFM-TR{n}")} == {f"SS-TR{n}-OLTC.Pos"} | {
+            f"SS-TR{n}.{q}.ph_{ph}" for q in "PQ" for ph in "ABC"}
     assert cfg.point("F1-CB.Pos").state_alarms and not cfg.point("SS-BC.Pos").state_alarms  # BC is normally open
+    assert {r.protocol.value for r in cfg.rtus} == {"iec104", "dnp3", "modbus", "iec61850"}
     frtus = [r.name for r in cfg.rtus if r.frtu]
     assert frtus and all(r.equipment for r in cfg.rtus)
     for rtu in frtus:
@@ -142,9 +149,10 @@ def test_sample_network_station() -> None:
         assert {f"{rmu}-LBS1", f"{rmu}-LBS2"} <= elements(rtu, PointKind.DOUBLE)
         assert cfg.point(f"{rmu}-LBS1.Pos").control is not None
     assert "F1-RMU03-LBS1.FPI" in {p.name for p in cfg.points}
-    # Counts: RTU-SS 9 breakers + 74 analogs; each FRTU 2 FPIs, 3 switch positions, 3 PNV, 6 ring currents.
-    assert len(frtus) == 18 and len(ss) == 83
-    assert all(len(cfg.points_of_rtu(r)) == 14 for r in frtus) and len(cfg.points) == 83 + 18 * 14
+    # Counts: RTU-SS 3 switches + 6 PNV, 6 IEDs of 10, 2 meters of 7; each FRTU 2 FPIs, 3 switch positions, 3 PNV,
+    # 6 ring currents.
+    assert len(frtus) == 18 and len(ss) == 9
+    assert all(len(cfg.points_of_rtu(r)) == 14 for r in frtus) and len(cfg.points) == 9 + 60 + 14 + 18 * 14
     kinds = {s.mrid: s.kind.value for s in model.switches}
     tees = [p for p in cfg.points if p.name.endswith("-TEE.Pos")]
     assert tees and all((p.control is None) == (kinds[p.element] == "Fuse") for p in tees)  # fuses: status only
