@@ -33,6 +33,8 @@ proto: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/update_latency.py --json benchmarks/results/update_latency.json
+	$(BIN)/python benchmarks/fleet_budget.py --json benchmarks/results/fleet_budget.json \
+		--png benchmarks/results/fleet_budget.png
 
 clean:
 	rm -rf $(VENV) var build *.egg-info
