@@ -52,7 +52,7 @@ gi_period_s = 600
 connect_timeout_s = 2.0
 # sim_unsolicited: the simulated outstation sends UNSOLICITED RESPONSEs too (off by default: its unsolicited analog
 # events are integers without time), so both response kinds are on the wire
-dnp3 = {{ master_address = 1, unsolicited = true, sim_unsolicited = true }}
+dnp3 = {{ master_address = 1, sim_unsolicited = true }}
 
 [[points]]
 name = "D/CB"
