@@ -2,7 +2,8 @@
 
 Requests: {"op":"trip","point":P} {"op":"set","point":P,"value":V,"quality":["invalid",...]} {"op":"release","point":P}
 {"op":"fpi","point":P,"picked_up":true} {"op":"link_down","rtu":R,"address":"host:port"?} {"op":"link_up",...}
-{"op":"block","point":P,"blocked":true} {"op":"value","point":P} {"op":"stats"} {"op":"list"}
+{"op":"block","point":P,"blocked":true} {"op":"local","rtu":R,"local":true} {"op":"value","point":P} {"op":"stats"}
+{"op":"list"}
 {"op":"load_start","changes_per_s":N,"status_share":0.1} {"op":"load_stop"}.
 Answers: {"ok":true,...} or {"ok":false,"error":"..."} naming the point/RTU and the problem.
 """
@@ -83,7 +84,8 @@ class ControlSocketServer:
         self.sim = sim
         self._ops: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
             "trip": self._trip, "set": self._set, "release": self._release, "fpi": self._fpi,
-            "link_down": self._link_down, "link_up": self._link_up, "block": self._block, "value": self._value,
+            "link_down": self._link_down, "link_up": self._link_up, "block": self._block, "local": self._local,
+            "value": self._value,
             "stats": self._stats, "list": self._list, "load_start": self._load_start, "load_stop": self._load_stop,
             "fault": self._fault, "clear_fault": self._clear_fault, "reset_fpis": self._reset_fpis,
             "physics": self._physics,
@@ -218,6 +220,12 @@ class ControlSocketServer:
         blocked = _field(req, "blocked", bool, True)
         self.sim.block(point, blocked)
         return {"point": point, "blocked": blocked}
+
+    def _local(self, req: dict[str, Any]) -> dict[str, Any]:
+        rtu = _field(req, "rtu", str)
+        local = _field(req, "local", bool, True)
+        self.sim.outstation(rtu).set_local(local)
+        return {"rtu": rtu, "local": local}
 
     def _value(self, req: dict[str, Any]) -> dict[str, Any]:
         point = _field(req, "point", str)

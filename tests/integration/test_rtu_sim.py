@@ -419,6 +419,20 @@ def test_blocked_device_refuses_commands_negatively(env: Env, master_a: Master) 
     assert env.sim.value("A/TR1/VSET") == pytest.approx(10.5)
 
 
+def test_local_device_refuses_remote_commands(env: Env, master_a: Master) -> None:
+    """The RTU's local/remote switch, set over the control socket: in local every remote command is refused."""
+    with ControlSocketServer(env.sim) as ctl:
+        assert send_request(ctl.host, ctl.port, {"op": "local", "rtu": "RTU-A", "local": True}) == {
+            "ok": True, "rtu": "RTU-A", "local": True}
+        assert master_a.command(6001, c104.Type.C_DC_NA_1, c104.Double.OFF, sbo=True) is False
+        assert master_a.command(6021, c104.Type.C_SE_NC_1, 10.5, sbo=False) is False
+        assert env.sim.value("A/F1/CB") == DoubleState.ON and env.sim.value("A/TR1/VSET") == pytest.approx(11.0)
+        assert send_request(ctl.host, ctl.port, {"op": "local", "rtu": "RTU-A", "local": False})["ok"] is True
+    assert master_a.command(6001, c104.Type.C_DC_NA_1, c104.Double.OFF, sbo=True) is True
+    assert env.sim.value("A/F1/CB") == DoubleState.OFF
+    assert master_a.command(6001, c104.Type.C_DC_NA_1, c104.Double.ON, sbo=True) is True
+
+
 @pytest.mark.timeout(60)
 def test_link_down_drops_the_master_and_link_up_lets_it_reconnect(env: Env, master_a: Master) -> None:
     backup = Master(env.a_ports[1], CA_A)
