@@ -18,10 +18,11 @@ $(STAMP): pyproject.toml | $(BIN)/python
 demo: $(STAMP)
 	$(BIN)/dscada demo
 
+# tshark for the wire-level tests: installed when missing; as root (CI) it can always capture, so there those tests
+# must not skip.
 test: $(STAMP)
 	@.ci/ensure-tshark
 	$(BIN)/ruff check .
-	# As root (CI) tshark can always capture, so the wire-level tests must not skip there.
 	DSCADA_WIRE_REQUIRED=$$([ "$$(id -u)" = 0 ] && echo 1) $(BIN)/python -m pytest -q -p no:cacheprovider
 
 lint: $(STAMP)
