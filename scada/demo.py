@@ -112,7 +112,7 @@ def run_demo(*, data_dir: str | None = None, fast: bool = False, report_dir: str
         try:
             return _run(folder, report, pause, stack)
         except KeyboardInterrupt:
-            console.print("\n[yellow]Interrupted: stopping the server and the simulated RTUs.[/]")
+            console.print("\n[yellow]Interrupted: stopping the server and the simulated field devices.[/]")
             return 130
         except (DemoError, ClientError) as exc:
             console.print(f"\n[bold red]demo failed:[/] {exc}")
@@ -159,13 +159,14 @@ def _devices_table(config: StationConfig) -> Table:
 
 def _meters_table(operator: ScadaClient) -> Table:
     table = Table(title="Transformer meters (Modbus, polled)", title_justify="left")
-    for col in ("transformer", "P kW", "Q kvar", "tap", "polled at"):
+    for col in ("transformer", "P kW through", "Q kvar through", "tap", "polled at"):
         table.add_column(col, justify="left" if col == "transformer" else "right")
     for tr in ("SS-TR1", "SS-TR2"):
         names = [f"{tr}.{q}.ph_{p}" for q in ("P", "Q") for p in "ABC"] + [f"{tr}-OLTC.Pos"]
         v = {x.name: x for x in operator.read(names)}
-        table.add_row(tr, f"{sum(v[f'{tr}.P.ph_{p}'].value for p in 'ABC'):.0f}",
-                      f"{sum(v[f'{tr}.Q.ph_{p}'].value for p in 'ABC'):.0f}", f"{v[f'{tr}-OLTC.Pos'].value:.0f}",
+        # the meters measure at the 11 kV terminal, power counted into the transformer: the load is its opposite
+        table.add_row(tr, f"{-sum(v[f'{tr}.P.ph_{p}'].value for p in 'ABC'):.0f}",
+                      f"{-sum(v[f'{tr}.Q.ph_{p}'].value for p in 'ABC'):.0f}", f"{v[f'{tr}-OLTC.Pos'].value:.0f}",
                       format_time(v[f"{tr}.P.ph_A"].source_time_ms))
     return table
 
@@ -236,7 +237,7 @@ def _run(folder: Path, report: Path, pause: float, stack: contextlib.ExitStack) 
     summary = _Summary()
     pngs: list[Path] = []
 
-    _step(1, "Start the physics-driven simulated RTUs and the control-centre server on the CIM sample network")
+    _step(1, "Start the physics-driven simulated field devices and the control-centre server on the CIM sample network")
     center, sim = stack.enter_context(_running(folder))
     config = center.config
     model = config.network
@@ -247,7 +248,7 @@ def _run(folder: Path, report: Path, pause: float, stack: contextlib.ExitStack) 
     console.print(f"{counts['topological_nodes']} nodes, {counts['line_segments']} cable sections, "
                   f"{counts['switches']} switches, {counts['transformers']} transformers, {len(model.customers)} "
                   f"customers; {counts['analog_measurements']} analog and {counts['discrete_measurements']} discrete "
-                  f"CIM measurements became {len(config.points)} points on {len(config.rtus)} RTUs "
+                  f"CIM measurements became {len(config.points)} points on {len(config.rtus)} field devices "
                   f"({sum(r.frtu for r in config.rtus)} FRTUs in ring main units)")
     address = f"127.0.0.1:{center.grpc_port}"
     console.print(_devices_table(config))
@@ -424,7 +425,7 @@ def _run(folder: Path, report: Path, pause: float, stack: contextlib.ExitStack) 
         table.add_row(what, value)
     console.print(table)
     console.print("Figures: " + ", ".join(str(p) for p in pngs))
-    console.print("[green]Demo complete.[/] Stopping the server and the simulated RTUs.")
+    console.print("[green]Demo complete.[/] Stopping the server and the simulated field devices.")
     return 0
 
 
