@@ -105,6 +105,33 @@ _CP56_LEN = 7
 _CP56_IV = 0x80  # in the minutes octet (third octet) of CP56Time2a
 
 
+#: Length of the information element after the IOA of each monitoring type the adapter maps (IEC 60870-5-101 7.3.1).
+_ELEMENT_LEN: dict[int, int] = {
+    1: 1, 2: 4, 3: 1, 4: 4,  # M_SP_NA_1, M_SP_TA_1, M_DP_NA_1, M_DP_TA_1
+    9: 3, 10: 6, 11: 3, 12: 6, 13: 5, 14: 8,  # M_ME_NA/TA, M_ME_NB/TB, M_ME_NC/TC
+    15: 5, 16: 8, 21: 2,  # M_IT_NA_1, M_IT_TA_1, M_ME_ND_1
+    30: 8, 31: 8, 34: 10, 35: 10, 36: 12, 37: 12,  # M_SP_TB, M_DP_TB, M_ME_TD, M_ME_TE, M_ME_TF, M_IT_TB
+}
+
+
+def asdu_size_ok(apdu: bytes) -> bool:
+    """False when a monitoring ASDU's length disagrees with the object count its VSQ announces.
+
+    lib60870 decodes the objects that fit and drops the rest, so the values of a malformed ASDU would otherwise pass
+    as good. Types without an entry in the table are not judged (True).
+    """
+    asdu = apdu[_APCI_LEN:] if apdu[:1] == b"\x68" else apdu
+    if len(asdu) < _ASDU_HEADER_LEN:
+        return False
+    elem = _ELEMENT_LEN.get(asdu[0])
+    if elem is None:
+        return True
+    n = asdu[1] & 0x7F
+    body = len(asdu) - _ASDU_HEADER_LEN
+    expected = _IOA_LEN + n * elem if asdu[1] & 0x80 else n * (_IOA_LEN + elem)
+    return n > 0 and body == expected
+
+
 def cp56_invalid(apdu: bytes, ioa: int) -> bool:
     """True when the CP56Time2a time tag of object ``ioa`` in a time-tagged ASDU has its IV bit set.
 

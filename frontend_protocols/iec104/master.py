@@ -41,6 +41,7 @@ from frontend_protocols.iec104.apdu import (
 from frontend_protocols.iec104.mapping import (
     COMMAND_TYPE,
     PointMap,
+    asdu_size_ok,
     cause_from_cot,
     cp56_invalid,
     epoch_ms_now,
@@ -65,9 +66,11 @@ log = logging.getLogger(__name__)
 FLUSH_PERIOD_S = 0.02  # longest time a received value waits in the adapter
 FLUSH_MAX_ROWS = 1000  # a batch is sent early once it holds this many rows
 TICK_RATE_MS = 50  # c104's minimum; reception is event driven and does not depend on it
+GI_RETRY_S = 2.0  # a failed GI is repeated after this long, not only at the next gi_period_s
 MIN_COMMAND_TIMEOUT_S = 15.0  # c104's own wait must outlast any request time-out so a late ACT_CON is not a refusal
 
 _OPEN = c104.ConnectionState.OPEN
+_KNOWN_TYPE_IDS = frozenset(int(t) for t in c104.Type.__members__.values())
 _OPEN_MUTED = c104.ConnectionState.OPEN_MUTED
 
 
@@ -102,6 +105,8 @@ class _Rtu:
     gi_running: bool = False
     ci_running: bool = False
     gi_generation: int = 0  # tells a late c104 result of an old interrogation from the current one
+    gi_deadline: float = math.inf  # no ACT_TERM by then: the GI failed
+    ci_deadline: float = math.inf
     has_counters: bool = False  # integrated totals are not part of a GI: a counter interrogation follows it
     selected: dict[int, float] = field(default_factory=dict)  # control IOA -> selection expiry (monotonic)
 
@@ -175,6 +180,7 @@ class Iec104Master:
         self._command_timeout_s = max(MIN_COMMAND_TIMEOUT_S, max_ctl_s + 5.0)
         self._client = c104.Client(tick_rate_ms=TICK_RATE_MS, command_timeout_ms=int(self._command_timeout_s * 1000))
         self._client.on_new_point(callable=self._on_new_point)
+        self._client.on_new_station(callable=self._on_new_station)
         for name in rtus:
             cfg = config.rtu(name)
             if cfg.protocol is not Protocol.IEC104:
@@ -237,7 +243,7 @@ class Iec104Master:
             # Runs on c104's receive thread: copy the raw parts only; scaling and mapping happen in the main loop.
             try:
                 info = point.info
-                raw = message.raw if pm.timed else None  # for the time tag's IV bit, which c104 drops
+                raw = message.raw  # for the ASDU size check and the time tag's IV bit, which c104 drops
                 item = (pm, info.value, info.quality, info.recorded_at, message.cot, raw)
                 with self._lock:  # the buffer is swapped on flush: look it up through self each time
                     if not self._rows:
@@ -262,6 +268,10 @@ class Iec104Master:
         except Exception:
             self._count("callback_errors")
 
+    def _on_new_station(self, client: c104.Client, connection: c104.Connection, common_address: int) -> None:
+        # Data for a common address that is not configured: c104 drops it; count it so a misaddressed RTU shows.
+        self._count("unknown_common_address")
+
     def _on_unknown_receive(
         self, point: c104.Point, previous_info: c104.Information, message: c104.IncomingMessage
     ) -> c104.ResponseState:
@@ -278,6 +288,9 @@ class Iec104Master:
 
     def _on_raw(self, connection: c104.Connection, data: bytes) -> None:
         try:
+            if len(data) > 6 and not data[2] & 0x01 and data[6] not in _KNOWN_TYPE_IDS:
+                self._count("unknown_type_id")  # lib60870 drops it silently
+                return
             if len(data) > 6 and data[6] in ELEMENT_LENGTH:  # cheap test first: this runs for every frame
                 answer = parse_command_answer(data)
                 if answer is not None:
@@ -384,13 +397,20 @@ class Iec104Master:
 
     def _send_rows(self, items: list[tuple[Any, ...]]) -> None:
         out = np.empty(len(items), dtype=UPDATE_DTYPE)
-        bad = 0
+        bad = nonfinite = malformed = 0
         for i, (pm, value, quality, recorded_at, cot, raw) in enumerate(items):
             try:
-                time_iv = raw is not None and cp56_invalid(raw, pm.ioa)
+                time_iv = pm.timed and cp56_invalid(raw, pm.ioa)
                 q = quality_from_iec(int(quality), counter=pm.counter, time_invalid=time_iv)
                 cause = cause_from_cot(cot.value)
-                out[i] = (pm.point, pm.engineering(float(value)), q, time_tag_ms(recorded_at), cause)
+                eng = pm.engineering(float(value))
+                if not math.isfinite(eng):  # NaN/inf from a device (or a scale overflow) is not a measurement
+                    q |= 0x0001  # Quality.INVALID
+                    nonfinite += 1
+                if not asdu_size_ok(raw):  # the VSQ announced more (or fewer) objects than the ASDU holds
+                    q |= 0x0001
+                    malformed += 1
+                out[i] = (pm.point, eng, q, time_tag_ms(recorded_at), cause)
             except (TypeError, ValueError, OverflowError, AttributeError):
                 out[i] = (pm.point, math.nan, 0x0001, -1, Cause.SPONTANEOUS)  # keep the row, flagged INVALID
                 bad += 1
@@ -401,6 +421,12 @@ class Iec104Master:
         self._count("batches", math.ceil(len(items) / FLUSH_MAX_ROWS))
         if bad:
             self._count("conversion_errors", bad)
+        if nonfinite:
+            self._count("invalid_values", nonfinite)
+        if malformed:
+            log.warning("IEC 104 adapter %s: %d values from ASDUs whose length disagrees with their VSQ",
+                        self._adapter, malformed)
+            self._count("malformed_asdu", malformed)
 
     # ----------------------------------------------------------------------------------------------- links
     def _supervise(self, rtu: _Rtu, now: float) -> None:
@@ -413,6 +439,12 @@ class Iec104Master:
                 self._link_lost(rtu, now, f"link {rtu.link.address} lost (state {state.name})")
             elif now >= rtu.next_gi and not rtu.gi_running:
                 self._start_interrogation(rtu, counters=False)
+            elif rtu.gi_running and now >= rtu.gi_deadline:
+                log.warning("IEC 104 adapter %s: no ACT_TERM for the GI of %s", self._adapter, rtu.cfg.name)
+                self._gi_finished(rtu, False)
+            if rtu.ci_running and now >= rtu.ci_deadline:
+                rtu.ci_running = False
+                self._count("ci_failed")
             return
         if now < rtu.next_activation:
             return
@@ -488,17 +520,22 @@ class Iec104Master:
             if rtu.ci_running:
                 return
             rtu.ci_running = True
+            rtu.ci_deadline = time.monotonic() + self._command_timeout_s
             self._spawn("ci", (rtu, rtu.gi_generation),
-                        lambda: conn.counter_interrogation(common_address=ca, wait_for_response=True))
+                        lambda: conn.counter_interrogation(common_address=ca, wait_for_response=False))
             return
         if rtu.gi_running:
             return
         rtu.gi_running = True
         rtu.gi_generation += 1
-        rtu.next_gi = time.monotonic() + rtu.cfg.gi_period_s
-        # wait_for_response makes c104 return only after ACT_CON and ACT_TERM (or its command time-out).
+        now = time.monotonic()
+        rtu.next_gi = now + rtu.cfg.gi_period_s
+        rtu.gi_deadline = now + self._command_timeout_s
+        # Sent without c104's wait: the ACT_CON/ACT_TERM read off the wire decide the GI. c104 2.2.1 misses an
+        # answer that comes before its wait starts (seen ~1 % against a fast RTU); the missed wait then blocks every
+        # further GI on that connection with "already running" until its command time-out.
         self._spawn("gi", (rtu, rtu.gi_generation),
-                    lambda: conn.interrogation(common_address=ca, wait_for_response=True))
+                    lambda: conn.interrogation(common_address=ca, wait_for_response=False))
 
     def _start_clock_sync(self, rtu: _Rtu) -> None:
         if not rtu.up:
@@ -517,13 +554,16 @@ class Iec104Master:
                 self._control_done(done)
             elif done.what == "gi":
                 rtu, generation = done.key
-                if rtu.gi_running and generation == rtu.gi_generation:  # else: decided on the wire, or link lost
-                    self._gi_finished(rtu, done.ok)
+                # ok means sent: the wire decides the rest. Else: decided on the wire already, or link lost.
+                if rtu.gi_running and generation == rtu.gi_generation and not done.ok:
+                    log.warning("IEC 104 adapter %s: GI of %s not sent: %s", self._adapter, rtu.cfg.name,
+                                done.error or "c104 refused it")
+                    self._gi_finished(rtu, False)
             elif done.what == "ci":
                 rtu, generation = done.key
-                if rtu.ci_running and generation == rtu.gi_generation:
+                if rtu.ci_running and generation == rtu.gi_generation and not done.ok:
                     rtu.ci_running = False
-                    self._count("ci_done" if done.ok else "ci_failed")
+                    self._count("ci_failed")
             else:
                 self._count("clock_sync_done" if done.ok else "clock_sync_failed")
 
@@ -595,6 +635,7 @@ class Iec104Master:
         rtu.gi_running = False
         if not ok:
             self._count("gi_failed")
+            rtu.next_gi = min(rtu.next_gi, time.monotonic() + GI_RETRY_S)  # points stay unconfirmed until one succeeds
             return
         rtu.backoff_s = rtu.cfg.reconnect_backoff_s  # a full GI proves the link healthy
         self._count("gi_done")

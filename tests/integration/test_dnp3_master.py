@@ -494,3 +494,68 @@ def test_hostile_device_values_invalid_adapter_keeps_running() -> None:
     finally:
         assert a.close() == 0
         hostile.close()
+
+
+HOSTILE_RTU = "FRTU-X"
+
+
+def hostile_rtu_toml(port: int) -> str:
+    return f"""
+[[rtus]]
+name = "{HOSTILE_RTU}"
+protocol = "dnp3"
+common_address = {LINK}
+addresses = ["127.0.0.1:{port}"]
+reconnect_backoff_s = 0.2
+reconnect_backoff_max_s = 1.0
+dnp3 = {{ master_address = 1, event_poll_period_s = 0.5, response_timeout_s = 1.5 }}
+
+[[points]]
+name = "XCB"
+kind = "double"
+rtu = "{HOSTILE_RTU}"
+address = 0
+type = "double_bit_binary_input"
+
+[[points]]
+name = "XV"
+kind = "analog"
+rtu = "{HOSTILE_RTU}"
+address = 0
+type = "analog_input"
+"""
+
+
+@pytest.mark.timeout(90)
+def test_hostile_device_beside_a_good_rtu_in_one_adapter() -> None:
+    """One adapter, two RTUs: the hostile device's garbage must not hold up the well-behaved simulator's values."""
+    from adapter_process import AdapterProcess
+
+    hostile = HostileOutstation()
+    cfg = parse_station_config(station_toml(free_port()) + hostile_rtu_toml(hostile.port))
+    xv = next(p.id for p in cfg.points if p.name == "XV")
+    sim = Sim(cfg)
+    a = AdapterProcess(cfg, "dnp3", (RTU, HOSTILE_RTU))
+    try:
+        try:
+            wait_for(lambda: any(d.rtu == RTU for d in a.of(InterrogationDone)), 20, "integrity poll of the good RTU")
+        except AssertionError:
+            print("adapter state:", a.of(LinkEvent), a.counters())  # which RTU stalled, and why
+            raise
+        wait_for(lambda: (r := a.last_value(xv)) is not None and r["quality"] & Quality.INVALID, 20,
+                 "INVALID value from the hostile device")
+        requests, beats = hostile.requests, len(a.of(Heartbeat))
+        for k in range(5):  # the good RTU keeps updating, event by event, while the hostile one sends garbage
+            mark = a.mark()
+            value = 10.0 + 0.5 * k
+            sim.os.set_value("V", value)
+            wait_for(lambda m=mark, x=value: (r := a.last_value(V, m)) is not None and r["value"] == pytest.approx(x)
+                     and r["quality"] == Quality.GOOD, 10, f"V = {value} from the good RTU")
+        assert hostile.requests > requests, "the hostile device was not polled meanwhile"
+        assert not [e for e in a.of(LinkEvent) if e.rtu == RTU and not e.up], "the good RTU's link dropped"
+        assert a.proc.is_alive() and len(a.of(Heartbeat)) > beats
+        wait_for(lambda: a.counters().get("invalid_values", 0) >= 1, 5, "invalid_values counted")
+    finally:
+        assert a.close() == 0
+        sim.close()
+        hostile.close()
