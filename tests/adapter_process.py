@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -12,13 +15,14 @@ from support import wait_for
 
 from frontend_protocols.channel import Heartbeat, Shutdown
 from frontend_protocols.supervisor import ADAPTER_ENTRIES, _child_main
-from models.commands import ControlResult
+from models.commands import ControlRequest, ControlResult
 from models.config import StationConfig
-from models.updates import InterrogationDone, LinkEvent, UpdateBatch
+from models.updates import UPDATE_DTYPE, InterrogationDone, LinkEvent, UpdateBatch
 
 
 class AdapterProcess:
-    """The adapter of ``protocol`` for ``rtus`` in a spawned child; keeps every message it sends up."""
+    """The adapter of ``protocol`` for ``rtus`` in a spawned child; keeps every message it sends up, with the time it
+    arrived here (``arrived_ms``, UTC epoch ms, parallel to ``msgs``) for latency measurements."""
 
     def __init__(self, config: StationConfig, protocol: str, rtus: tuple[str, ...]) -> None:
         ctx = mp.get_context("spawn")
@@ -29,6 +33,7 @@ class AdapterProcess:
         self.proc.start()
         child.close()
         self.msgs: list[Any] = []
+        self.arrived_ms: list[float] = []
         self.lock = threading.Lock()
         self._stop = threading.Event()
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -39,30 +44,42 @@ class AdapterProcess:
             try:
                 if self.conn.poll(0.05):
                     msg = self.conn.recv()
+                    now_ms = time.time() * 1000.0
                     with self.lock:
                         self.msgs.append(msg)
+                        self.arrived_ms.append(now_ms)
             except (EOFError, OSError):
                 return
 
     def send(self, msg: Any) -> None:
         self.conn.send(msg)
 
-    def of(self, typ: type) -> list[Any]:
+    def of(self, typ: type, since: int = 0) -> list[Any]:
+        """The messages of ``typ`` from index ``since`` (a ``mark()``) on."""
         with self.lock:
-            return [m for m in self.msgs if isinstance(m, typ)]
+            return [m for m in self.msgs[since:] if isinstance(m, typ)]
+
+    def timed(self, typ: type, since: int = 0) -> list[tuple[float, Any]]:
+        """Like ``of`` with each message's arrival time (UTC epoch ms)."""
+        with self.lock:
+            return [(t, m) for t, m in zip(self.arrived_ms[since:], self.msgs[since:], strict=True)
+                    if isinstance(m, typ)]
 
     def mark(self) -> int:
         with self.lock:
             return len(self.msgs)
 
     def rows(self, since: int = 0) -> np.ndarray:
-        with self.lock:
-            batches = [m for m in self.msgs[since:] if isinstance(m, UpdateBatch)]
-        return np.concatenate([b.rows for b in batches]) if batches else np.zeros(0)
+        batches = self.of(UpdateBatch, since)
+        return np.concatenate([b.rows for b in batches]) if batches else np.zeros(0, dtype=UPDATE_DTYPE)
+
+    def values(self, point: int, since: int = 0) -> np.ndarray:
+        """Every row of ``point`` from ``since`` on, oldest first."""
+        rows = self.rows(since)
+        return rows[rows["point"] == point]
 
     def last_value(self, point: int, since: int = 0) -> Any:
-        rows = self.rows(since)
-        hit = rows[rows["point"] == point] if len(rows) else rows
+        hit = self.values(point, since)
         return hit[-1] if len(hit) else None
 
     def counters(self) -> dict[str, float]:
@@ -82,6 +99,11 @@ class AdapterProcess:
             return next((r for r in self.of(ControlResult) if r.request_id == request_id), None)
 
         return wait_for(find, timeout_s, f"{self.protocol} adapter: ControlResult {request_id}")  # type: ignore
+
+    def request(self, req: ControlRequest, timeout_s: float = 15.0) -> ControlResult:
+        """Send ``req`` and wait for its result."""
+        self.send(req)
+        return self.control(req.request_id, timeout_s)
 
     def close(self) -> int | None:
         """Shutdown and wait; the exit code (0 for a clean exit)."""
@@ -106,3 +128,20 @@ class AdapterProcess:
         if self.proc.exitcode is None:
             self.close()
 
+
+
+@contextmanager
+def adapter_factory(protocol: str, rtus: tuple[str, ...]) -> Iterator[Callable[[StationConfig], AdapterProcess]]:
+    """A maker of ``protocol`` adapters for ``rtus`` that closes every one still running at exit (for fixtures)."""
+    made: list[AdapterProcess] = []
+
+    def make(config: StationConfig) -> AdapterProcess:
+        adapter = AdapterProcess(config, protocol, rtus)
+        made.append(adapter)
+        return adapter
+
+    try:
+        yield make
+    finally:
+        for adapter in made:
+            adapter.__exit__()

@@ -29,6 +29,7 @@ import opendnp3 as o
 
 from frontend_protocols.batching import UpdateBuffer
 from frontend_protocols.channel import HEARTBEAT_PERIOD_S, AdapterChannel, Heartbeat, Shutdown
+from frontend_protocols.dispatch import RequestRouter, select_rtus
 from frontend_protocols.dnp3.mapping import (
     EVENT_READ,
     STATIC_READ,
@@ -39,9 +40,9 @@ from frontend_protocols.dnp3.mapping import (
     raw_setpoint,
 )
 from frontend_protocols.errors import FrontendError
+from frontend_protocols.held_selections import HeldSelections
 from models.commands import (
     ClockSyncRequest,
-    ControlAction,
     ControlRequest,
     ControlResult,
     ControlStatus,
@@ -68,6 +69,10 @@ _TYPE_OF_CLASS = {
 }
 _OP_TYPE = {0x01: o.OperationType.PULSE_ON, 0x03: o.OperationType.LATCH_ON, 0x04: o.OperationType.LATCH_OFF}
 _TCC = {0: o.TripCloseCode.NUL, 1: o.TripCloseCode.CLOSE, 2: o.TripCloseCode.TRIP}
+# DNP3 needs the OPERATE to follow its SELECT as the very next request (sequence number + 1), which an operator's
+# confirmation time and the running polls cannot guarantee: the selection is held in the adapter and the execute
+# sends SELECT and OPERATE back to back.
+_SELECTED = "selected (SELECT sent to the field with the execute)"
 
 
 class Dnp3AdapterError(FrontendError):
@@ -99,7 +104,7 @@ class _Rtu:
     integrity_generation: int = 0
     integrity_deadline: float = 0.0  # monotonic; 0 = not running
     next_integrity: float = math.inf
-    selected: dict[int, float] = field(default_factory=dict)  # control index -> selection expiry (monotonic)
+    selected: HeldSelections[int] = field(default_factory=lambda: HeldSelections(_SELECTED))  # by control index
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,6 +217,9 @@ class Dnp3Master:
         self._work: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self._pending: dict[int, _Pending] = {}
         self._rtus: dict[str, _Rtu] = {}
+        self._requests = RequestRouter(
+            f"DNP3 adapter {adapter}", log, control=self._on_control, interrogation=self._on_interrogation,
+            clock_sync=self._on_clock_sync, count=self._buffer.count, answer=self._answer, in_progress=self._pending)
         for name in rtus:
             cfg = config.rtu(name)
             if cfg.protocol is not Protocol.DNP3:
@@ -278,13 +286,15 @@ class Dnp3Master:
 
     def _on_channel_state(self, rtu: _Rtu, is_open: bool, state: str) -> None:
         with self._lock:
-            rtu.channel_open = is_open
+            was_open, rtu.channel_open = rtu.channel_open, is_open
             if is_open:
                 rtu.fresh = True  # the library starts with its own integrity poll
             elif rtu.up:
                 rtu.lib_integrity = False
                 self._link_event(rtu, False, f"DNP3 channel to {rtu.cfg.addresses[0]} {state.lower()}")
-        if not is_open:
+        # Only a channel that was open can be lost: the OPENING/CLOSED states before the first connection (or
+        # between retries) must not reset an integrity poll the next connection has already started.
+        if was_open and not is_open:
             self._work.put(("link_lost", rtu))
 
     def _on_rx(self, rtu: _Rtu) -> None:
@@ -367,7 +377,7 @@ class Dnp3Master:
                     continue
                 if isinstance(msg, Shutdown) or self._channel.closed:
                     break
-                self._handle(msg)
+                self._requests.handle(msg)
         finally:
             self._close()
             self._buffer.flush(force=True)
@@ -458,32 +468,13 @@ class Dnp3Master:
             elif what == "control":
                 self._control_done(item[1], item[2], item[3])
 
-    def _handle(self, msg: Any) -> None:
-        try:
-            if isinstance(msg, ControlRequest):
-                self._on_control(msg)
-            elif isinstance(msg, InterrogationRequest):
-                for rtu in self._select_rtus(msg.rtu):
-                    self._start_integrity(rtu)
-            elif isinstance(msg, ClockSyncRequest):
-                for rtu in self._select_rtus(msg.rtu):
-                    self._clock_sync(rtu)
-            else:
-                self._buffer.count("unknown_messages")
-        except Exception:
-            log.exception("DNP3 adapter %s: failed to handle %r", self._adapter, msg)
-            self._buffer.count("handler_errors")
-            if isinstance(msg, ControlRequest) and msg.request_id not in self._pending:
-                self._answer(msg, ControlStatus.ERROR, "adapter error while sending the command", time.monotonic())
+    def _on_interrogation(self, msg: InterrogationRequest) -> None:
+        for rtu in select_rtus(self._rtus, msg.rtu, self._buffer.count):
+            self._start_integrity(rtu)
 
-    def _select_rtus(self, name: str) -> list[_Rtu]:
-        if not name:
-            return list(self._rtus.values())
-        rtu = self._rtus.get(name)
-        if rtu is None:
-            self._buffer.count("unknown_rtu_requests")
-            return []
-        return [rtu]
+    def _on_clock_sync(self, msg: ClockSyncRequest) -> None:
+        for rtu in select_rtus(self._rtus, msg.rtu, self._buffer.count):
+            self._clock_sync(rtu)
 
     def _clock_sync(self, rtu: _Rtu) -> None:
         if rtu.master is None or not rtu.up:
@@ -521,33 +512,9 @@ class Dnp3Master:
         if not up or rtu.master is None:
             self._answer(req, ControlStatus.LINK_DOWN, f"RTU {req.rtu} is not connected", started)
             return
-        sbo = control.mode.selects
-        action = req.action
-        if action in (ControlAction.SELECT, ControlAction.CANCEL):
-            if not sbo:
-                self._answer(req, ControlStatus.ERROR, f"{point.name} is configured for direct operate", started)
-                return
-            if action is ControlAction.SELECT:
-                # DNP3 needs the OPERATE to follow its SELECT as the very next request (sequence number + 1), which
-                # an operator's confirmation time and the running polls cannot guarantee: the selection is held
-                # here and the execute sends SELECT and OPERATE back to back.
-                rtu.selected[req.address] = started + control.timeout_s
-                self._answer(req, ControlStatus.SUCCESS, "selected (SELECT sent to the field with the execute)",
-                             started)
-            else:
-                rtu.selected.pop(req.address, None)
-                self._answer(req, ControlStatus.SUCCESS, "deselected", started)
-            return
-        if action is ControlAction.EXECUTE:
-            if not sbo:
-                self._answer(req, ControlStatus.ERROR, f"{point.name} is direct operate: use action direct", started)
-                return
-            expiry = rtu.selected.pop(req.address, None)
-            if expiry is None or started > expiry:
-                self._answer(req, ControlStatus.ERROR, f"execute on {point.name} without a valid select", started)
-                return
-        elif sbo:
-            self._answer(req, ControlStatus.ERROR, f"{point.name} requires select before operate", started)
+        verdict = rtu.selected.decide(req, req.address, point, started)
+        if verdict is not None:
+            self._answer(req, *verdict, started)
             return
         try:
             command = self._command(control.type, point, req.value)
@@ -564,7 +531,7 @@ class Dnp3Master:
             except Exception:
                 self._work.put(("control", rid, "CALLBACK_ERROR", []))
 
-        if sbo:
+        if control.mode.selects:  # the held selection was valid: SELECT and OPERATE back to back
             rtu.master.SelectAndOperate(command, req.address, on_result)
         else:
             rtu.master.DirectOperate(command, req.address, on_result)

@@ -28,7 +28,9 @@ import c104
 import numpy as np
 
 from frontend_protocols.channel import HEARTBEAT_PERIOD_S, AdapterChannel, Heartbeat, Shutdown
+from frontend_protocols.dispatch import RequestRouter, select_rtus
 from frontend_protocols.errors import FrontendError
+from frontend_protocols.held_selections import HeldSelections
 from frontend_protocols.iec104.apdu import (
     C_CI_NA_1,
     C_IC_NA_1,
@@ -51,7 +53,6 @@ from frontend_protocols.iec104.mapping import (
 )
 from models.commands import (
     ClockSyncRequest,
-    ControlAction,
     ControlRequest,
     ControlResult,
     ControlStatus,
@@ -72,6 +73,9 @@ MIN_COMMAND_TIMEOUT_S = 15.0  # c104's own wait must outlast any request time-ou
 _OPEN = c104.ConnectionState.OPEN
 _KNOWN_TYPE_IDS = frozenset(int(t) for t in c104.Type.__members__.values())
 _OPEN_MUTED = c104.ConnectionState.OPEN_MUTED
+# c104 2.2.1 has no stand-alone select: the wire select goes out right before the execute, and the RTU's own select
+# time-out then cannot expire between the two. The selection is held in the adapter.
+_SELECTED = "selected (select sent to the field with the execute)"
 
 
 class Iec104AdapterError(FrontendError):
@@ -108,7 +112,7 @@ class _Rtu:
     gi_deadline: float = math.inf  # no ACT_TERM by then: the GI failed
     ci_deadline: float = math.inf
     has_counters: bool = False  # integrated totals are not part of a GI: a counter interrogation follows it
-    selected: dict[int, float] = field(default_factory=dict)  # control IOA -> selection expiry (monotonic)
+    selected: HeldSelections[int] = field(default_factory=lambda: HeldSelections(_SELECTED))  # by control IOA
 
     @property
     def link(self) -> _Link:
@@ -175,6 +179,9 @@ class Iec104Master:
         self._wire_decided: dict[int, ControlStatus] = {}  # request id -> status, until c104's own result comes
         self._pending: dict[int, _PendingControl] = {}
         self._rtus: dict[str, _Rtu] = {}
+        self._requests = RequestRouter(
+            f"IEC 104 adapter {adapter}", log, control=self._on_control, interrogation=self._on_interrogation,
+            clock_sync=self._on_clock_sync, count=self._count, answer=self._answer, in_progress=self._pending)
 
         max_ctl_s = max((p.control.timeout_s for p in config.points if p.control is not None), default=0.0)
         self._command_timeout_s = max(MIN_COMMAND_TIMEOUT_S, max_ctl_s + 5.0)
@@ -326,7 +333,7 @@ class Iec104Master:
                     continue
                 if isinstance(msg, Shutdown) or self._channel.closed:
                     break
-                self._handle(msg)
+                self._requests.handle(msg)
         finally:
             self._client.stop()
             self._flush(force=True)
@@ -336,32 +343,13 @@ class Iec104Master:
             counters = tuple(sorted(self._counters.items()))
         self._channel.send(Heartbeat(self._adapter, epoch_ms_now(), counters))
 
-    def _handle(self, msg: Any) -> None:
-        try:
-            if isinstance(msg, ControlRequest):
-                self._on_control(msg)
-            elif isinstance(msg, InterrogationRequest):
-                for rtu in self._select_rtus(msg.rtu):
-                    self._start_interrogation(rtu, counters=msg.counters)
-            elif isinstance(msg, ClockSyncRequest):
-                for rtu in self._select_rtus(msg.rtu):
-                    self._start_clock_sync(rtu)
-            else:
-                self._count("unknown_messages")
-        except Exception:
-            log.exception("IEC 104 adapter %s: failed to handle %r", self._adapter, msg)
-            self._count("handler_errors")
-            if isinstance(msg, ControlRequest) and msg.request_id not in self._pending:
-                self._answer(msg, ControlStatus.ERROR, "adapter error while sending the command", time.monotonic())
+    def _on_interrogation(self, msg: InterrogationRequest) -> None:
+        for rtu in select_rtus(self._rtus, msg.rtu, self._count):
+            self._start_interrogation(rtu, counters=msg.counters)
 
-    def _select_rtus(self, name: str) -> list[_Rtu]:
-        if not name:
-            return list(self._rtus.values())
-        rtu = self._rtus.get(name)
-        if rtu is None:
-            self._count("unknown_rtu_requests")
-            return []
-        return [rtu]
+    def _on_clock_sync(self, msg: ClockSyncRequest) -> None:
+        for rtu in select_rtus(self._rtus, msg.rtu, self._count):
+            self._start_clock_sync(rtu)
 
     # ----------------------------------------------------------------------------------------------- batching
     def _event(self, msg: Any) -> None:
@@ -594,32 +582,9 @@ class Iec104Master:
         if not rtu.up:
             self._answer(req, ControlStatus.LINK_DOWN, f"RTU {req.rtu} is not connected", started)
             return
-        sbo = control.mode.selects
-        action = req.action
-        if action is ControlAction.SELECT or action is ControlAction.CANCEL:
-            if not sbo:
-                self._answer(req, ControlStatus.ERROR, f"{point.name} is configured for direct operate", started)
-                return
-            if action is ControlAction.SELECT:
-                # c104 2.2.1 has no stand-alone select: the wire select goes out right before the execute, and the
-                # RTU's own select time-out then cannot expire between the two. The selection is held here.
-                rtu.selected[req.address] = started + control.timeout_s
-                self._answer(req, ControlStatus.SUCCESS, "selected (select sent to the field with the execute)",
-                             started)
-            else:
-                rtu.selected.pop(req.address, None)
-                self._answer(req, ControlStatus.SUCCESS, "deselected", started)
-            return
-        if action is ControlAction.EXECUTE:
-            if not sbo:
-                self._answer(req, ControlStatus.ERROR, f"{point.name} is direct operate: use action direct", started)
-                return
-            expiry = rtu.selected.pop(req.address, None)
-            if expiry is None or started > expiry:
-                self._answer(req, ControlStatus.ERROR, f"execute on {point.name} without a valid select", started)
-                return
-        elif sbo:  # DIRECT on a select-before-operate object would skip the select the configuration demands
-            self._answer(req, ControlStatus.ERROR, f"{point.name} requires select before operate", started)
+        verdict = rtu.selected.decide(req, req.address, point, started)
+        if verdict is not None:
+            self._answer(req, *verdict, started)
             return
         try:
             info = _command_info(control.type, point, req.value)

@@ -37,7 +37,9 @@ import pyiec61850.pyiec61850 as iec
 
 from frontend_protocols.batching import UpdateBuffer
 from frontend_protocols.channel import HEARTBEAT_PERIOD_S, AdapterChannel, Heartbeat, Shutdown
+from frontend_protocols.dispatch import RequestRouter
 from frontend_protocols.errors import FrontendError
+from frontend_protocols.held_selections import mode_error
 from models.commands import (
     ClockSyncRequest,
     ControlAction,
@@ -167,6 +169,9 @@ class Iec61850Master:
         self._adapter = adapter
         self._buf = UpdateBuffer(channel, adapter)
         self._ieds: dict[str, _Ied] = {}
+        self._requests = RequestRouter(
+            f"IEC 61850 adapter {adapter}", log, control=self._on_control, interrogation=self._on_interrogation,
+            clock_sync=self._on_clock_sync, count=self._buf.count, answer=self._answer)
         for name in rtus:
             cfg = config.rtu(name)
             if cfg.protocol is not Protocol.IEC61850:
@@ -447,15 +452,9 @@ class Iec61850Master:
         if not ied.up:
             self._answer(req, ControlStatus.LINK_DOWN, f"IED {req.rtu} is not connected", started)
             return
-        sbo = control.mode.selects
-        if req.action in (ControlAction.SELECT, ControlAction.CANCEL) and not sbo:
-            self._answer(req, ControlStatus.ERROR, f"{point.name} is configured for direct operate", started)
-            return
-        if req.action is ControlAction.EXECUTE and not sbo:
-            self._answer(req, ControlStatus.ERROR, f"{point.name} is direct operate: use action direct", started)
-            return
-        if req.action is ControlAction.DIRECT and sbo:
-            self._answer(req, ControlStatus.ERROR, f"{point.name} requires select before operate", started)
+        error = mode_error(req.action, control.mode.selects, point.name)
+        if error is not None:
+            self._answer(req, ControlStatus.ERROR, error, started)
             return
         co = ied.controls.get(control.reference)
         if co is None:
@@ -522,26 +521,16 @@ class Iec61850Master:
                 continue
             if isinstance(msg, Shutdown) or self._channel.closed:
                 break
-            self._handle(msg)
+            self._requests.handle(msg)
         self._buf.flush(force=True)
 
-    def _handle(self, msg: Any) -> None:
-        try:
-            if isinstance(msg, ControlRequest):
-                self._on_control(msg)
-            elif isinstance(msg, InterrogationRequest):
-                for ied in ([self._ieds[msg.rtu]] if msg.rtu in self._ieds else
-                            list(self._ieds.values()) if not msg.rtu else []):
-                    self._interrogate(ied)
-            elif isinstance(msg, ClockSyncRequest):
-                self._buf.count("clock_sync_not_supported")  # 61850 IEDs synchronise by SNTP, not by MMS
-            else:
-                self._buf.count("unknown_messages")
-        except Exception:
-            log.exception("IEC 61850 adapter %s: failed to handle %r", self._adapter, msg)
-            self._buf.count("handler_errors")
-            if isinstance(msg, ControlRequest):
-                self._answer(msg, ControlStatus.ERROR, "adapter error while sending the command", time.monotonic())
+    def _on_interrogation(self, msg: InterrogationRequest) -> None:
+        for ied in ([self._ieds[msg.rtu]] if msg.rtu in self._ieds else
+                    list(self._ieds.values()) if not msg.rtu else []):
+            self._interrogate(ied)
+
+    def _on_clock_sync(self, msg: ClockSyncRequest) -> None:
+        self._buf.count("clock_sync_not_supported")  # 61850 IEDs synchronise by SNTP, not by MMS
 
 
 def _native_set_rcb_values() -> Any:

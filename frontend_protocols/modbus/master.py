@@ -35,7 +35,9 @@ from pymodbus.pdu import ModbusPDU
 
 from frontend_protocols.batching import UpdateBuffer
 from frontend_protocols.channel import HEARTBEAT_PERIOD_S, AdapterChannel, Heartbeat, Shutdown
+from frontend_protocols.dispatch import RequestRouter, select_rtus
 from frontend_protocols.errors import FrontendError
+from frontend_protocols.held_selections import HeldSelections
 from frontend_protocols.modbus.codec import (
     Decoded,
     command_words,
@@ -53,7 +55,6 @@ from frontend_protocols.modbus.register_map import (
 )
 from models.commands import (
     ClockSyncRequest,
-    ControlAction,
     ControlRequest,
     ControlResult,
     ControlStatus,
@@ -69,6 +70,8 @@ log = logging.getLogger(__name__)
 
 READBACK_PERIOD_S = 0.05  # between read-backs of a commanded point until it shows the command done
 WORKER_POLL_S = 0.1  # a worker without work looks at its stop flag this often
+# Modbus has no select: the link and the address are checked, the write happens on execute.
+_SELECTED = "selected (Modbus has no select: link and address checked, the write follows on execute)"
 
 
 class ModbusAdapterError(FrontendError):
@@ -138,7 +141,7 @@ class _Device:
     full_wanted: set[ScanGroupKind] = field(default_factory=set)
     scanned: set[ScanGroupKind] = field(default_factory=set)  # groups complete since the last InterrogationDone
     last: dict[int, tuple[float, int]] = field(default_factory=dict)  # point -> last reported (value, quality)
-    selected: dict[tuple[Table, int], float] = field(default_factory=dict)  # selection expiry (monotonic)
+    selected: HeldSelections[tuple[Table, int]] = field(default_factory=lambda: HeldSelections(_SELECTED))
     failing: dict[tuple[Table, int], str] = field(default_factory=dict)  # read -> how it fails (logged once)
     workers: list[_Worker] = field(default_factory=list)
 
@@ -322,6 +325,10 @@ class ModbusMaster:
         self._devices: dict[str, _Device] = {}
         self._pending: dict[int, _Pending] = {}
         self._timers: list[tuple[float, int, int]] = []  # (when, seq, request id): read-backs due
+        self._requests = RequestRouter(
+            f"Modbus adapter {adapter}", log, control=self._on_control, interrogation=self._on_interrogation,
+            clock_sync=self._on_clock_sync, count=self._buf.count, answer=self._answer, in_progress=self._pending,
+            error_detail="adapter error while handling the command")
         for name in rtus:
             cfg = config.rtu(name)
             if cfg.protocol is not Protocol.MODBUS:
@@ -362,7 +369,7 @@ class ModbusMaster:
                     continue
                 if isinstance(msg, Shutdown) or self._channel.closed:
                     break
-                self._handle(msg)
+                self._requests.handle(msg)
         finally:
             for dev in self._devices.values():
                 dev.generation += 1  # nothing queued runs any more
@@ -373,33 +380,14 @@ class ModbusMaster:
                     w.join(timeout=max(2.0, dev.cfg.modbus.request_timeout_s + dev.cfg.connect_timeout_s))
             self._buf.flush(force=True)
 
-    def _handle(self, msg: Any) -> None:
-        try:
-            if isinstance(msg, ControlRequest):
-                self._on_control(msg)
-            elif isinstance(msg, InterrogationRequest):
-                for dev in self._select(msg.rtu):
-                    dev.full_wanted = {g.kind for g in dev.plan.groups}
-                    for g in dev.plan.groups:
-                        dev.due[g.kind] = 0.0  # now, or as soon as the running cycle is back
-            elif isinstance(msg, ClockSyncRequest):
-                self._buf.count("clock_sync_unsupported")  # Modbus has no time synchronisation
-            else:
-                self._buf.count("unknown_messages")
-        except Exception:
-            log.exception("Modbus adapter %s: failed to handle %r", self._adapter, msg)
-            self._buf.count("handler_errors")
-            if isinstance(msg, ControlRequest) and msg.request_id not in self._pending:
-                self._answer(msg, ControlStatus.ERROR, "adapter error while handling the command", time.monotonic())
+    def _on_interrogation(self, msg: InterrogationRequest) -> None:
+        for dev in select_rtus(self._devices, msg.rtu, self._buf.count):
+            dev.full_wanted = {g.kind for g in dev.plan.groups}
+            for g in dev.plan.groups:
+                dev.due[g.kind] = 0.0  # now, or as soon as the running cycle is back
 
-    def _select(self, name: str) -> list[_Device]:
-        if not name:
-            return list(self._devices.values())
-        dev = self._devices.get(name)
-        if dev is None:
-            self._buf.count("unknown_rtu_requests")
-            return []
-        return [dev]
+    def _on_clock_sync(self, msg: ClockSyncRequest) -> None:
+        self._buf.count("clock_sync_unsupported")  # Modbus has no time synchronisation
 
     # ----------------------------------------------------------------------------------------------- scanning
     def _enqueue(self, dev: _Device, job: _Job, priority: int) -> None:
@@ -574,29 +562,9 @@ class ModbusMaster:
         if not dev.up:
             self._answer(req, ControlStatus.LINK_DOWN, f"RTU {req.rtu} is not connected", started)
             return
-        sbo = control.mode.selects
-        if req.action in (ControlAction.SELECT, ControlAction.CANCEL):
-            if not sbo:
-                self._answer(req, ControlStatus.ERROR, f"{point.name} is configured for direct operate", started)
-            elif req.action is ControlAction.SELECT:
-                # Modbus has no select: the link and the address are checked, the write happens on execute.
-                dev.selected[key] = started + control.timeout_s
-                self._answer(req, ControlStatus.SUCCESS, "selected (Modbus has no select: link and address "
-                             "checked, the write follows on execute)", started)
-            else:
-                dev.selected.pop(key, None)
-                self._answer(req, ControlStatus.SUCCESS, "deselected", started)
-            return
-        if req.action is ControlAction.EXECUTE:
-            if not sbo:
-                self._answer(req, ControlStatus.ERROR, f"{point.name} is direct operate: use action direct", started)
-                return
-            expiry = dev.selected.pop(key, None)
-            if expiry is None or started > expiry:
-                self._answer(req, ControlStatus.ERROR, f"execute on {point.name} without a valid select", started)
-                return
-        elif sbo:
-            self._answer(req, ControlStatus.ERROR, f"{point.name} requires select before operate", started)
+        verdict = dev.selected.decide(req, key, point, started)
+        if verdict is not None:
+            self._answer(req, *verdict, started)
             return
         try:
             words = command_words(point, control.type, req.value, dev.cfg.modbus.word_order)

@@ -3,23 +3,24 @@
 from __future__ import annotations
 
 import math
-import multiprocessing as mp
 import random
+import socket
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import numpy as np
 import pytest
+from adapter_process import AdapterProcess
+from raw_server import RawServer
 from support import free_port, wait_for
 
-from frontend_protocols.channel import Heartbeat, Shutdown
-from frontend_protocols.supervisor import ADAPTER_ENTRIES, _child_main
-from models.commands import ControlAction, ControlRequest, ControlResult, ControlStatus, InterrogationRequest
+from frontend_protocols.channel import Heartbeat
+from models.commands import ControlAction, ControlRequest, ControlStatus, InterrogationRequest
 from models.config import StationConfig, parse_station_config
 from models.points import ControlType, DoubleState, Quality
-from models.updates import Cause, InterrogationDone, LinkEvent, UpdateBatch
+from models.updates import Cause, InterrogationDone, LinkEvent
 from rtu_sim.outstation import SharedResources
 from rtu_sim.outstation_dnp3 import OutstationDnp3
 
@@ -130,88 +131,15 @@ class Sim:
         self.shared.close_all()
 
 
-class Adapter:
-    """The adapter in a spawned child, exactly as the supervisor runs it; collects what it sends up."""
-
-    def __init__(self, config: StationConfig) -> None:
-        ctx = mp.get_context("spawn")
-        self.conn, child = ctx.Pipe(duplex=True)
-        self.proc = ctx.Process(target=_child_main, args=(child, ADAPTER_ENTRIES["dnp3"], config, "dnp3", (RTU,)),
-                                daemon=True)
-        self.proc.start()
-        child.close()
-        self.msgs: list[Any] = []
-        self.lock = threading.Lock()
-        self._stop = threading.Event()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        while not self._stop.is_set():
-            try:
-                if self.conn.poll(0.05):
-                    msg = self.conn.recv()
-                    with self.lock:
-                        self.msgs.append(msg)
-            except (EOFError, OSError):
-                return
-
-    def send(self, msg: Any) -> None:
-        self.conn.send(msg)
-
-    def of(self, typ: type, since: int = 0) -> list[Any]:
-        with self.lock:
-            return [m for m in self.msgs[since:] if isinstance(m, typ)]
-
-    def mark(self) -> int:
-        with self.lock:
-            return len(self.msgs)
-
-    def rows(self, since: int = 0) -> np.ndarray:
-        batches = self.of(UpdateBatch, since)
-        return np.concatenate([b.rows for b in batches]) if batches else np.zeros(0, dtype=np.dtype([("point", "i4")]))
-
-    def last(self, point: int, since: int = 0) -> Any:
-        rows = self.rows(since)
-        hit = rows[rows["point"] == point] if len(rows) else rows
-        return hit[-1] if len(hit) else None
-
-    def counters(self) -> dict[str, float]:
-        beats = self.of(Heartbeat)
-        return dict(beats[-1].counters) if beats else {}
-
-    def control(self, request_id: int, timeout_s: float = 10.0) -> ControlResult:
-        def find() -> ControlResult | None:
-            hits = [r for r in self.of(ControlResult) if r.request_id == request_id]
-            return hits[0] if hits else None
-
-        return wait_for(find, timeout_s, f"ControlResult {request_id}")  # type: ignore[return-value]
-
-    def close(self) -> int | None:
-        try:
-            self.conn.send(Shutdown())
-        except OSError:
-            pass
-        self.proc.join(10)
-        code = self.proc.exitcode
-        if self.proc.is_alive():
-            self.proc.kill()
-            self.proc.join(5)
-        self._stop.set()
-        self._reader.join(2)
-        self.conn.close()
-        return code
-
-
 @pytest.fixture
-def rig() -> Iterator[Callable[..., tuple[Sim, Adapter]]]:
+def rig() -> Iterator[Callable[..., tuple[Sim, AdapterProcess]]]:
     made: list[Any] = []
 
-    def make(extra_opts: str = "") -> tuple[Sim, Adapter]:
+    def make(extra_opts: str = "") -> tuple[Sim, AdapterProcess]:
         cfg = parse_station_config(station_toml(free_port(), extra_opts=extra_opts))
         sim = Sim(cfg)
         made.append(sim)
-        adapter = Adapter(cfg)
+        adapter = AdapterProcess(cfg, "dnp3", (RTU,))
         made.append(adapter)
         return sim, adapter
 
@@ -227,25 +155,21 @@ def ctl(rid: int, action: ControlAction, value: float, *, address: int = 0, ctyp
     return ControlRequest(rid, 0, RTU, LINK, address, ctype, action, value, timeout_s)
 
 
-def wait_integrity(a: Adapter, n: int = 1, timeout_s: float = 20.0) -> None:
-    wait_for(lambda: len(a.of(InterrogationDone)) >= n, timeout_s, f"InterrogationDone #{n}")
-
-
 @pytest.mark.timeout(90)
 def test_integrity_values_events_and_time(rig) -> None:
     sim, a = rig()
-    wait_integrity(a)
+    a.wait_interrogations()
     up = a.of(LinkEvent)[0]
     assert up.up and up.rtu == RTU
     with a.lock:
         kinds = [type(m).__name__ for m in a.msgs if not isinstance(m, Heartbeat)]
     assert kinds[0] == "LinkEvent" and kinds.index("InterrogationDone") > kinds.index("UpdateBatch")
-    v = a.last(V)
+    v = a.last_value(V)
     assert v["value"] == pytest.approx(sim.os.value("V"), abs=1e-4) and v["quality"] == 0  # float, decimals kept
     assert v["cause"] == Cause.INTERROGATED and v["source_time_ms"] == -1  # static objects carry no time
-    assert a.last(I_)["value"] == pytest.approx(sim.os.value("I"), abs=1e-3)  # scale/offset round trip
-    assert a.last(CB)["value"] == DoubleState.ON
-    assert a.last(E)["value"] == pytest.approx(sim.os.value("E"), abs=0.5)
+    assert a.last_value(I_)["value"] == pytest.approx(sim.os.value("I"), abs=1e-3)  # scale/offset round trip
+    assert a.last_value(CB)["value"] == DoubleState.ON
+    assert a.last_value(E)["value"] == pytest.approx(sim.os.value("E"), abs=0.5)
 
     # events with the device's time tag, floats intact, quality mapped
     mark = a.mark()
@@ -253,35 +177,35 @@ def test_integrity_values_events_and_time(rig) -> None:
     sim.os.set_value("V", 10.987654, time_ms=t0)
     sim.os.set_value("I", 130.25, Quality.SUBSTITUTED, time_ms=t0 + 1)
     sim.os.trip("CB", time_ms=t0 + 2)
-    wait_for(lambda: a.last(CB, mark) is not None and a.last(V, mark) is not None, 10, "events")
-    v = a.last(V, mark)
+    wait_for(lambda: a.last_value(CB, mark) is not None and a.last_value(V, mark) is not None, 10, "events")
+    v = a.last_value(V, mark)
     assert v["value"] == pytest.approx(10.987654, abs=1e-5) and v["source_time_ms"] == t0
     assert v["cause"] == Cause.SPONTANEOUS
-    wait_for(lambda: a.last(I_, mark) is not None, 5, "event of I")
-    i = a.last(I_, mark)
+    wait_for(lambda: a.last_value(I_, mark) is not None, 5, "event of I")
+    i = a.last_value(I_, mark)
     assert i["value"] == pytest.approx(130.25, abs=1e-3) and i["quality"] & Quality.SUBSTITUTED
-    cb = a.last(CB, mark)
+    cb = a.last_value(CB, mark)
     assert cb["value"] == DoubleState.OFF and cb["source_time_ms"] == t0 + 2
 
     # an invalid value and a double point stuck in 3 (indeterminate) arrive INVALID
     mark = a.mark()
     sim.os.set_value("V", 1.0, Quality.INVALID)
     sim.os.set_value("CB", 3)
-    wait_for(lambda: a.last(V, mark) is not None and a.last(CB, mark) is not None, 10, "invalid values")
-    assert a.last(V, mark)["quality"] & Quality.INVALID
-    assert a.last(CB, mark)["quality"] & Quality.INVALID
+    wait_for(lambda: a.last_value(V, mark) is not None and a.last_value(CB, mark) is not None, 10, "invalid values")
+    assert a.last_value(V, mark)["quality"] & Quality.INVALID
+    assert a.last_value(CB, mark)["quality"] & Quality.INVALID
 
     # interrogation on request
     n = len(a.of(InterrogationDone))
     a.send(InterrogationRequest(RTU))
-    wait_integrity(a, n + 1)
+    a.wait_interrogations(n + 1)
     assert a.counters().get("callback_errors", 0) == 0
 
 
 @pytest.mark.timeout(90)
 def test_commands_sbo_direct_refusals_and_setpoint(rig) -> None:
     sim, a = rig()
-    wait_integrity(a)
+    a.wait_interrogations()
     # select-before-operate: open the breaker
     a.send(ctl(1, ControlAction.SELECT, DoubleState.OFF))
     assert a.control(1).status is ControlStatus.SUCCESS
@@ -290,7 +214,7 @@ def test_commands_sbo_direct_refusals_and_setpoint(rig) -> None:
     assert r.status is ControlStatus.SUCCESS, r
     assert sim.os.value("CB") == DoubleState.OFF
     mark = 0
-    wait_for(lambda: (x := a.last(CB, mark)) is not None and x["value"] == DoubleState.OFF, 10, "CB OFF reported")
+    wait_for(lambda: (x := a.last_value(CB, mark)) is not None and x["value"] == DoubleState.OFF, 10, "CB OFF reported")
     # execute without select, direct on an SBO object: refused by the adapter
     a.send(ctl(3, ControlAction.EXECUTE, DoubleState.ON))
     assert a.control(3).status is ControlStatus.ERROR
@@ -317,7 +241,7 @@ def test_commands_sbo_direct_refusals_and_setpoint(rig) -> None:
     a.send(ctl(9, ControlAction.DIRECT, 42.5, ctype=ControlType.SETPOINT_FLOAT))
     assert a.control(9).status is ControlStatus.SUCCESS
     assert sim.os.value("SP") == pytest.approx(42.5)
-    wait_for(lambda: (x := a.last(SP)) is not None and abs(x["value"] - 42.5) < 1e-4, 10, "set-point status")
+    wait_for(lambda: (x := a.last_value(SP)) is not None and abs(x["value"] - 42.5) < 1e-4, 10, "set-point status")
     # unknown index
     a.send(ctl(10, ControlAction.DIRECT, 1, address=77, ctype=ControlType.SINGLE))
     assert a.control(10).status is ControlStatus.UNKNOWN_ADDRESS
@@ -326,7 +250,7 @@ def test_commands_sbo_direct_refusals_and_setpoint(rig) -> None:
 @pytest.mark.timeout(90)
 def test_link_loss_reconnect_and_restart(rig) -> None:
     sim, a = rig()
-    wait_integrity(a)
+    a.wait_interrogations()
     # link loss: the outstation drops its server; LinkEvent down at once (socket closed)
     t0 = time.monotonic()
     sim.os.link_down()
@@ -337,7 +261,7 @@ def test_link_loss_reconnect_and_restart(rig) -> None:
     sim.os.link_up()  # a fresh outstation: DEVICE_RESTART, so the master runs its integrity poll
     wait_for(lambda: any(e.up for e in a.of(LinkEvent, mark)), 15, "LinkEvent up after reconnect")
     wait_for(lambda: a.of(InterrogationDone, mark), 15, "integrity after reconnect")
-    assert a.last(V, mark)["value"] == pytest.approx(9.5, abs=1e-5)
+    assert a.last_value(V, mark)["value"] == pytest.approx(9.5, abs=1e-5)
     assert a.counters().get("link_down", 0) >= 1
 
 
@@ -362,9 +286,9 @@ def test_silent_link_goes_down_within_timeout() -> None:
     sim_cfg = parse_station_config(station_toml(free_port()))
     sim = Sim(sim_cfg)
     relay = FreezableRelay(int(sim_cfg.rtu(RTU).addresses[0].rsplit(":", 1)[1]))
-    a = Adapter(parse_station_config(station_toml(relay.port)))
+    a = AdapterProcess(parse_station_config(station_toml(relay.port)), "dnp3", (RTU,))
     try:
-        wait_integrity(a)
+        a.wait_interrogations()
         relay.freeze()  # no FIN, no RST: only the master's own supervision can see it
         t0 = time.monotonic()
         wait_for(lambda: any(not e.up for e in a.of(LinkEvent)), 10, "LinkEvent down on a silent link")
@@ -405,85 +329,57 @@ def _frame(user: bytes, *, ctrl: int = 0x44, dest: int = 1, src: int = LINK) -> 
     return out
 
 
-class HostileOutstation:
+class HostileOutstation(RawServer):
     """A raw TCP server that answers the master with valid responses carrying absurd values (NaN analog, a double
     point in state 3), each preceded by malformed frames: bad CRC, a wrong length field, a truncated frame, an
     illegal application function code and random bytes."""
 
     def __init__(self) -> None:
-        import socket
-
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.listener.settimeout(0.2)
-        self.port = self.listener.getsockname()[1]
         self.requests = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
+        super().__init__()
 
-    def _serve(self) -> None:
-        import struct
-
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                continue
-            conn.settimeout(0.2)
-            buf = b""
-            with conn:
-                while not self._stop.is_set():
-                    try:
-                        data = conn.recv(4096)
-                    except TimeoutError:
-                        continue
-                    except OSError:
-                        break
-                    if not data:
-                        break
-                    buf += data
-                    while len(buf) >= 10 and buf[:2] == b"\x05\x64":
-                        n = buf[2] - 5  # user data octets
-                        size = 10 + n + 2 * ((n + 15) // 16)
-                        if len(buf) < size:
-                            break
-                        frame, buf = buf[:size], buf[size:]
-                        if n < 3:
-                            continue  # link-layer only (link status request): no answer
-                        seq, func = frame[11] & 0x0F, frame[12]
-                        self.requests += 1
-                        objects = b""
-                        if func == 0x01:  # READ: analog 0 = NaN (g30v5), double-bit 0 = 3 (g3v2)
-                            objects = bytes((30, 5, 0x00, 0, 0, 0x01)) + struct.pack("<f", math.nan)
-                            objects += bytes((3, 2, 0x00, 0, 0, 0x01 | 0xC0))
-                        app = bytes((0xC0 | seq, 0x81, 0x00, 0x00)) + objects
-                        good = _frame(bytes((0xC0,)) + app)
-                        bad_crc = bytearray(good)
-                        bad_crc[8] ^= 0xFF
-                        wrong_len = bytearray(good)
-                        wrong_len[2] = 0xFF
-                        illegal = _frame(bytes((0xC0, 0xC0 | seq, 0x7F, 0x00, 0x00)))
-                        junk = bytes(random.Random(self.requests).randrange(256) for _ in range(40))
-                        try:
-                            conn.sendall(bytes(bad_crc) + bytes(wrong_len[:20]) + junk + illegal + good[:7])
-                            time.sleep(0.01)
-                            conn.sendall(good)
-                        except OSError:
-                            break
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(2)
-        self.listener.close()
+    def session(self, conn: socket.socket) -> None:
+        buf = b""
+        for data in self.chunks(conn):
+            buf += data
+            while len(buf) >= 10 and buf[:2] == b"\x05\x64":
+                n = buf[2] - 5  # user data octets
+                size = 10 + n + 2 * ((n + 15) // 16)
+                if len(buf) < size:
+                    break
+                frame, buf = buf[:size], buf[size:]
+                if n < 3:
+                    continue  # link-layer only (link status request): no answer
+                seq, func = frame[11] & 0x0F, frame[12]
+                self.requests += 1
+                objects = b""
+                if func == 0x01:  # READ: analog 0 = NaN (g30v5), double-bit 0 = 3 (g3v2)
+                    objects = bytes((30, 5, 0x00, 0, 0, 0x01)) + struct.pack("<f", math.nan)
+                    objects += bytes((3, 2, 0x00, 0, 0, 0x01 | 0xC0))
+                app = bytes((0xC0 | seq, 0x81, 0x00, 0x00)) + objects
+                good = _frame(bytes((0xC0,)) + app)
+                bad_crc = bytearray(good)
+                bad_crc[8] ^= 0xFF
+                wrong_len = bytearray(good)
+                wrong_len[2] = 0xFF
+                illegal = _frame(bytes((0xC0, 0xC0 | seq, 0x7F, 0x00, 0x00)))
+                junk = bytes(random.Random(self.requests).randrange(256) for _ in range(40))
+                try:
+                    conn.sendall(bytes(bad_crc) + bytes(wrong_len[:20]) + junk + illegal + good[:7])
+                    time.sleep(0.01)
+                    conn.sendall(good)
+                except OSError:
+                    break
 
 
 @pytest.mark.timeout(90)
 def test_hostile_device_values_invalid_adapter_keeps_running() -> None:
     hostile = HostileOutstation()
-    a = Adapter(parse_station_config(station_toml(hostile.port)))
+    a = AdapterProcess(parse_station_config(station_toml(hostile.port)), "dnp3", (RTU,))
     try:
-        wait_for(lambda: a.last(V) is not None and a.last(CB) is not None, 20, "rows from the hostile device")
-        v, cb = a.last(V), a.last(CB)
+        wait_for(lambda: a.last_value(V) is not None and a.last_value(CB) is not None, 20,
+                 "rows from the hostile device")
+        v, cb = a.last_value(V), a.last_value(CB)
         assert math.isnan(v["value"]) and v["quality"] & Quality.INVALID
         assert cb["value"] == 3 and cb["quality"] & Quality.INVALID
         beats = len(a.of(Heartbeat))
@@ -529,8 +425,6 @@ type = "analog_input"
 @pytest.mark.timeout(90)
 def test_hostile_device_beside_a_good_rtu_in_one_adapter() -> None:
     """One adapter, two RTUs: the hostile device's garbage must not hold up the well-behaved simulator's values."""
-    from adapter_process import AdapterProcess
-
     hostile = HostileOutstation()
     cfg = parse_station_config(station_toml(free_port()) + hostile_rtu_toml(hostile.port))
     xv = next(p.id for p in cfg.points if p.name == "XV")

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-import multiprocessing as mp
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -13,10 +11,11 @@ from typing import Any
 import c104
 import numpy as np
 import pytest
+from adapter_process import AdapterProcess, adapter_factory
+from raw_server import RawServer
 from support import free_port, wait_for
 
-from frontend_protocols.channel import Heartbeat, Shutdown
-from frontend_protocols.supervisor import ADAPTER_ENTRIES, _child_main
+from frontend_protocols.channel import Heartbeat
 from models.commands import (
     ClockSyncRequest,
     ControlAction,
@@ -170,107 +169,15 @@ def outstations() -> Iterator[Callable[..., Outstation]]:
 # ------------------------------------------------------------------------------------------------ adapter process
 
 
-class Adapter:
-    """The adapter in a spawned child, exactly as the supervisor runs it; collects what it sends up."""
-
-    def __init__(self, config: StationConfig) -> None:
-        ctx = mp.get_context("spawn")
-        self.conn, child = ctx.Pipe(duplex=True)
-        self.proc = ctx.Process(target=_child_main, args=(child, ADAPTER_ENTRIES["iec104"], config, "iec104", (RTU,)),
-                                daemon=True)
-        self.proc.start()
-        child.close()
-        self.msgs: list[tuple[float, Any]] = []  # (arrival, UTC epoch ms as float), message
-        self.lock = threading.Lock()
-        self._stop = threading.Event()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        while not self._stop.is_set():
-            try:
-                if self.conn.poll(0.05):
-                    msg = self.conn.recv()
-                    with self.lock:
-                        self.msgs.append((time.time() * 1000.0, msg))
-            except (EOFError, OSError):
-                return
-
-    def send(self, msg: Any) -> None:
-        self.conn.send(msg)
-
-    def of(self, typ: type) -> list[Any]:
-        with self.lock:
-            return [m for _, m in self.msgs if isinstance(m, typ)]
-
-    def mark(self) -> int:
-        with self.lock:
-            return len(self.msgs)
-
-    def since(self, mark: int, typ: type) -> list[Any]:
-        with self.lock:
-            return [m for _, m in self.msgs[mark:] if isinstance(m, typ)]
-
-    def rows(self, since: int = 0) -> np.ndarray:
-        batches = self.since(since, UpdateBatch)
-        return np.concatenate([b.rows for b in batches]) if batches else np.zeros(0)
-
-    def last_value(self, point: int, since: int = 0) -> Any:
-        rows = self.rows(since)
-        hit = rows[rows["point"] == point] if len(rows) else rows
-        return hit[-1] if len(hit) else None
-
-    def counters(self) -> dict[str, float]:
-        beats = self.of(Heartbeat)
-        return dict(beats[-1].counters) if beats else {}
-
-    def control(self, request_id: int, timeout_s: float = 10.0) -> ControlResult:
-        def find() -> ControlResult | None:
-            hits = [r for r in self.of(ControlResult) if r.request_id == request_id]
-            return hits[0] if hits else None
-
-        return wait_for(find, timeout_s, f"ControlResult {request_id}")  # type: ignore[return-value]
-
-    def close(self) -> int | None:
-        try:
-            self.conn.send(Shutdown())
-        except OSError:
-            pass
-        self.proc.join(10)
-        code = self.proc.exitcode
-        if self.proc.is_alive():
-            self.proc.kill()
-            self.proc.join(5)
-        self._stop.set()
-        self._reader.join(2)
-        self.conn.close()
-        return code
-
-
 @pytest.fixture
-def adapters() -> Iterator[Callable[[StationConfig], Adapter]]:
-    made: list[Adapter] = []
-
-    def make(config: StationConfig) -> Adapter:
-        a = Adapter(config)
-        made.append(a)
-        return a
-
-    try:
+def adapters() -> Iterator[Callable[[StationConfig], AdapterProcess]]:
+    with adapter_factory("iec104", (RTU,)) as make:
         yield make
-    finally:
-        for a in made:
-            if a.proc.is_alive() or a.proc.exitcode is None:
-                a.close()
 
 
 def ctl(rid: int, action: ControlAction, value: float, *, address: int = 6001, ctype: ControlType = ControlType.DOUBLE,
         timeout_s: float = 5.0) -> ControlRequest:
     return ControlRequest(rid, 0, RTU, CA, address, ctype, action, value, timeout_s)
-
-
-def wait_gi(adapter: Adapter, n: int = 1, timeout_s: float = 15.0) -> None:
-    wait_for(lambda: len(adapter.of(InterrogationDone)) >= n, timeout_s, f"InterrogationDone #{n}")
 
 
 # ------------------------------------------------------------------------------------------------ tests
@@ -281,10 +188,10 @@ def test_gi_spontaneous_unknown_ioa_and_latency(outstations, adapters) -> None:
     out = outstations()
     cfg = parse_station_config(station_toml([f"127.0.0.1:{out.port}"]))
     a = adapters(cfg)
-    wait_gi(a)
+    a.wait_interrogations()
     # order on the pipe: link up, then the GI rows, then InterrogationDone
     with a.lock:
-        kinds = [type(m).__name__ for _, m in a.msgs if not isinstance(m, Heartbeat)]
+        kinds = [type(m).__name__ for m in a.msgs if not isinstance(m, Heartbeat)]
     assert kinds[0] == "LinkEvent" and kinds.index("InterrogationDone") > kinds.index("UpdateBatch")
     up = a.of(LinkEvent)[0]
     assert up.up and up.rtu == RTU and up.address == f"127.0.0.1:{out.port}"
@@ -327,7 +234,7 @@ def test_gi_spontaneous_unknown_ioa_and_latency(outstations, adapters) -> None:
         mark = a.mark()
         out.v.info = c104.ShortInfo(actual=float(k), recorded_at=dt.datetime.now(dt.UTC).replace(tzinfo=None))
         out.v.transmit(cause=c104.Cot.SPONTANEOUS)
-        got = wait_for(lambda m=mark: [(t, b) for t, b in a.msgs[m:] if isinstance(b, UpdateBatch)], 5, "row")
+        got = wait_for(lambda m=mark: a.timed(UpdateBatch, m), 5, "row")
         t_arr, batch = got[0]
         lat_ms.append(t_arr - float(batch.rows["source_time_ms"][-1]))
         in_adapter_ms.append(float(batch.received_ms - batch.rows["source_time_ms"][-1]))
@@ -351,7 +258,7 @@ def test_gi_spontaneous_unknown_ioa_and_latency(outstations, adapters) -> None:
 
     # GI on demand
     a.send(InterrogationRequest(""))
-    wait_gi(a, 2)
+    a.wait_interrogations(2)
     assert a.close() == 0  # Shutdown makes the process exit cleanly
 
 
@@ -359,7 +266,7 @@ def test_gi_spontaneous_unknown_ioa_and_latency(outstations, adapters) -> None:
 def test_commands(outstations, adapters) -> None:
     out = outstations()
     a = adapters(parse_station_config(station_toml([f"127.0.0.1:{out.port}"])))
-    wait_gi(a)
+    a.wait_interrogations()
 
     # select-before-operate double command, driven as two steps
     a.send(ctl(1, ControlAction.SELECT, 1))
@@ -424,7 +331,7 @@ def test_link_loss_and_reconnect(outstations, adapters) -> None:
     port = free_port()
     out = outstations(port)
     a = adapters(parse_station_config(station_toml([f"127.0.0.1:{port}"], gi_period_s=1.0)))
-    wait_gi(a, 2, timeout_s=10)  # the connect GI and one periodic GI
+    a.wait_interrogations(2, timeout_s=10)  # the connect GI and one periodic GI
 
     t0 = time.monotonic()
     out.stop()
@@ -442,9 +349,9 @@ def test_link_loss_and_reconnect(outstations, adapters) -> None:
     mark = a.mark()
     out2 = outstations(port, v_kv=10.9)
     t1 = time.monotonic()
-    wait_for(lambda: any(e.up for e in a.since(mark, LinkEvent)), 15, "LinkEvent(up=True) after restart")
+    wait_for(lambda: any(e.up for e in a.of(LinkEvent, mark)), 15, "LinkEvent(up=True) after restart")
     print(f"reconnected {time.monotonic() - t1:.2f} s after the outstation restarted")
-    wait_for(lambda: a.since(mark, InterrogationDone), 10, "GI after reconnect")
+    wait_for(lambda: a.of(InterrogationDone, mark), 10, "GI after reconnect")
     assert a.last_value(2, mark)["value"] == pytest.approx(10.9, abs=1e-5)
     assert out2.port == port
     assert a.close() == 0
@@ -454,7 +361,7 @@ def test_link_loss_and_reconnect(outstations, adapters) -> None:
 def test_redundant_pair_switches_to_backup(outstations, adapters) -> None:
     first, second = outstations(v_kv=11.0), outstations(v_kv=11.1)
     a = adapters(parse_station_config(station_toml([f"127.0.0.1:{first.port}", f"127.0.0.1:{second.port}"])))
-    wait_gi(a)
+    a.wait_interrogations()
     # The primary is preferred, but on a loaded machine the backup's TCP connection may open first and the adapter
     # then activates whichever link is open: either way exactly one link is active.
     up_address = a.of(LinkEvent)[0].address
@@ -468,12 +375,12 @@ def test_redundant_pair_switches_to_backup(outstations, adapters) -> None:
     mark = a.mark()
     t0 = time.monotonic()
     active.stop()
-    wait_for(lambda: any(e.up for e in a.since(mark, LinkEvent)), 10, "switch to the standby")
+    wait_for(lambda: any(e.up for e in a.of(LinkEvent, mark)), 10, "switch to the standby")
     print(f"switched to the standby link in {(time.monotonic() - t0) * 1000:.0f} ms")
-    events = a.since(mark, LinkEvent)
+    events = a.of(LinkEvent, mark)
     assert not events[0].up and events[0].address == f"127.0.0.1:{active.port}"
     assert events[1].up and events[1].address == f"127.0.0.1:{standby.port}"
-    wait_for(lambda: a.since(mark, InterrogationDone), 10, "GI on the standby")
+    wait_for(lambda: a.of(InterrogationDone, mark), 10, "GI on the standby")
     assert a.last_value(2, mark)["value"] == pytest.approx(standby_kv, abs=1e-5)
 
     # commands now go over the standby
@@ -483,7 +390,7 @@ def test_redundant_pair_switches_to_backup(outstations, adapters) -> None:
     assert a.close() == 0
 
 
-class RawOutstation:
+class RawOutstation(RawServer):
     """A minimal hand-written IEC 104 outstation: c104's server cannot set the IV bit of a CP56Time2a, this can.
 
     It confirms STARTDT/TESTFR and answers a station interrogation with ACT_CON, one M_DP_TB_1 object whose time tag
@@ -492,26 +399,9 @@ class RawOutstation:
 
     def __init__(self, tag: bytes) -> None:
         self.tag = tag
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(1)
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
+        super().__init__()
 
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                continue
-            with conn:
-                conn.settimeout(0.2)
-                self._session(conn)
-
-    def _session(self, conn: socket.socket) -> None:
+    def session(self, conn: socket.socket) -> None:
         ns = nr = 0
         buf = b""
 
@@ -521,15 +411,7 @@ class RawOutstation:
                          + (nr << 1).to_bytes(2, "little") + asdu)
             ns += 1
 
-        while not self._stop.is_set():
-            try:
-                chunk = conn.recv(4096)
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            if not chunk:
-                return
+        for chunk in self.chunks(conn):
             buf += chunk
             while len(buf) >= 2 and len(buf) >= buf[1] + 2:
                 frame, buf = buf[: buf[1] + 2], buf[buf[1] + 2 :]
@@ -547,11 +429,6 @@ class RawOutstation:
                     send_i(bytes([31, 1, 20, 0]) + CA.to_bytes(2, "little") + obj)
                     send_i(bytes([100, 1, 10, 0]) + asdu[4:])  # ACT_TERM
 
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(2)
-        self.sock.close()
-
 
 @pytest.mark.timeout(60)
 def test_invalid_time_tag_sets_time_invalid(adapters) -> None:
@@ -560,7 +437,7 @@ def test_invalid_time_tag_sets_time_invalid(adapters) -> None:
     raw = RawOutstation(tag)
     try:
         a = adapters(parse_station_config(station_toml([f"127.0.0.1:{raw.port}"])))
-        wait_gi(a)
+        a.wait_interrogations()
         cb = a.last_value(0)
         assert cb["value"] == 2.0 and cb["quality"] == Quality.TIME_INVALID
         assert cb["source_time_ms"] == 1709294400250
@@ -576,7 +453,7 @@ def test_command_results_come_from_the_wire(outstations, adapters) -> None:
     ACT_TERM follows): the adapter reads ACT_CON off the wire, so every answer is right."""
     out = outstations()
     a = adapters(parse_station_config(station_toml([f"127.0.0.1:{out.port}"])))
-    wait_gi(a)
+    a.wait_interrogations()
 
     def operate(rid: int, value: int) -> tuple[ControlStatus, bool]:
         """The master's answer, and whether the outstation's command callback saw the execute at all."""

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import random
 import socket
 import threading
@@ -13,14 +12,16 @@ from typing import Any
 
 import numpy as np
 import pytest
+from adapter_process import AdapterProcess
+from raw_server import RawServer
 from support import free_port, wait_for
 
-from frontend_protocols.channel import Heartbeat, Shutdown
-from frontend_protocols.supervisor import ADAPTER_ENTRIES, _child_main
-from models.commands import ControlAction, ControlRequest, ControlResult, ControlStatus, InterrogationRequest
+from frontend_protocols.channel import Heartbeat
+from frontend_protocols.supervisor import ADAPTER_ENTRIES
+from models.commands import ControlAction, ControlRequest, ControlStatus, InterrogationRequest
 from models.config import StationConfig, parse_station_config
 from models.points import ControlType, DoubleState, Quality
-from models.updates import Cause, InterrogationDone, LinkEvent, UpdateBatch
+from models.updates import Cause, InterrogationDone, LinkEvent
 from rtu_sim.outstation61850 import Outstation61850
 from rtu_sim.simulator import RtuSimulator
 
@@ -109,72 +110,6 @@ sim = {{ nominal = 0.95 }}
 {extra}"""
 
 
-class Adapter:
-    """The adapter in a spawned child, exactly as the supervisor runs it; collects what it sends up."""
-
-    def __init__(self, config: StationConfig, *rtus: str) -> None:
-        ctx = mp.get_context("spawn")
-        self.conn, child = ctx.Pipe(duplex=True)
-        self.proc = ctx.Process(target=_child_main, args=(child, ADAPTER_ENTRIES["iec61850"], config, "iec61850",
-                                                          rtus), daemon=True)
-        self.proc.start()
-        child.close()
-        self.msgs: list[Any] = []
-        self.lock = threading.Lock()
-        self._stop = threading.Event()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        while not self._stop.is_set():
-            try:
-                if self.conn.poll(0.05):
-                    msg = self.conn.recv()
-                    with self.lock:
-                        self.msgs.append(msg)
-            except (EOFError, OSError):
-                return
-
-    def of(self, typ: type, since: int = 0) -> list[Any]:
-        with self.lock:
-            return [m for m in self.msgs[since:] if isinstance(m, typ)]
-
-    def mark(self) -> int:
-        with self.lock:
-            return len(self.msgs)
-
-    def rows(self, since: int = 0) -> np.ndarray:
-        b = self.of(UpdateBatch, since)
-        return np.concatenate([x.rows for x in b]) if b else np.zeros(0, dtype=[("point", "<i4")])
-
-    def values(self, point: int, since: int = 0) -> np.ndarray:
-        r = self.rows(since)
-        return r[r["point"] == point] if len(r) else r
-
-    def counters(self) -> dict[str, float]:
-        beats = self.of(Heartbeat)
-        return dict(beats[-1].counters) if beats else {}
-
-    def control(self, req: ControlRequest, timeout_s: float = 10.0) -> ControlResult:
-        self.conn.send(req)
-        return wait_for(lambda: next((r for r in self.of(ControlResult) if r.request_id == req.request_id), None),
-                        timeout_s, f"ControlResult {req.request_id}")  # type: ignore[return-value]
-
-    def close(self) -> int | None:
-        try:
-            self.conn.send(Shutdown())
-        except OSError:
-            pass
-        self.proc.join(10)
-        if self.proc.is_alive():
-            self.proc.kill()
-            self.proc.join(5)
-        self._stop.set()
-        self._reader.join(2)
-        self.conn.close()
-        return self.proc.exitcode
-
-
 @pytest.fixture
 def rig() -> Iterator[Any]:
     made: list[Any] = []
@@ -196,7 +131,7 @@ def rig() -> Iterator[Any]:
 
         t = threading.Thread(target=loop, daemon=True)
         t.start()
-        a = Adapter(cfg, rtu.name) if adapter else None
+        a = AdapterProcess(cfg, "iec61850", (rtu.name,)) if adapter else None
         made.append((sim, pump, t, a))
         return sim, a, cfg
 
@@ -249,7 +184,7 @@ def test_gi_reports_quality_time_and_latency(rig) -> None:
           f"max {max(lat):.1f} ms")
 
     mark = a.mark()
-    a.conn.send(InterrogationRequest(""))
+    a.send(InterrogationRequest(""))
     wait_for(lambda: a.of(InterrogationDone, mark), 10, "InterrogationDone on request")
     assert {int(p) for p in a.rows(mark)["point"]} >= {0, 1, 2, 3, 4}
     assert a.counters().get("report_handler_errors", 0) == 0
@@ -268,35 +203,35 @@ def test_controls_sbo_enhanced_sbo_direct_and_refusals(rig) -> None:
         return ControlRequest(rid, point, name, 0, 0, ctype, action, value, 5.0)
 
     # SBO with enhanced security: select with value, operate; the status follows
-    assert a.control(ctl(next(rid), 0, ControlAction.SELECT, DoubleState.OFF)).status is ControlStatus.SUCCESS
-    res = a.control(ctl(next(rid), 0, ControlAction.EXECUTE, DoubleState.OFF))
+    assert a.request(ctl(next(rid), 0, ControlAction.SELECT, DoubleState.OFF)).status is ControlStatus.SUCCESS
+    res = a.request(ctl(next(rid), 0, ControlAction.EXECUTE, DoubleState.OFF))
     assert res.status is ControlStatus.SUCCESS, res
     wait_for(lambda: sim.value("CB") == DoubleState.OFF, 5, "breaker open in the IED")
     wait_for(lambda: len(a.values(0)) and a.values(0)[-1]["value"] == DoubleState.OFF, 5, "open reported")
     print(f"SBOw+operate round trip {res.elapsed_ms:.1f} ms")
     # SBO normal security, with a cancel in between
-    assert a.control(ctl(next(rid), 1, ControlAction.SELECT, DoubleState.OFF)).status is ControlStatus.SUCCESS
-    assert a.control(ctl(next(rid), 1, ControlAction.CANCEL, DoubleState.OFF)).status is ControlStatus.SUCCESS
-    assert a.control(ctl(next(rid), 1, ControlAction.SELECT, DoubleState.OFF)).status is ControlStatus.SUCCESS
-    assert a.control(ctl(next(rid), 1, ControlAction.EXECUTE, DoubleState.OFF)).status is ControlStatus.SUCCESS
+    assert a.request(ctl(next(rid), 1, ControlAction.SELECT, DoubleState.OFF)).status is ControlStatus.SUCCESS
+    assert a.request(ctl(next(rid), 1, ControlAction.CANCEL, DoubleState.OFF)).status is ControlStatus.SUCCESS
+    assert a.request(ctl(next(rid), 1, ControlAction.SELECT, DoubleState.OFF)).status is ControlStatus.SUCCESS
+    assert a.request(ctl(next(rid), 1, ControlAction.EXECUTE, DoubleState.OFF)).status is ControlStatus.SUCCESS
     wait_for(lambda: sim.value("DS") == DoubleState.OFF, 5, "disconnector open")
     # direct
-    res = a.control(ctl(next(rid), 2, ControlAction.DIRECT, 1, ControlType.SINGLE))
+    res = a.request(ctl(next(rid), 2, ControlAction.DIRECT, 1, ControlType.SINGLE))
     assert res.status is ControlStatus.SUCCESS, res
     wait_for(lambda: sim.value("FAN") == 1.0, 5, "fan on")
     # blocked: the select is refused, AddCause named
     sim.block("CB")
-    res = a.control(ctl(next(rid), 0, ControlAction.SELECT, DoubleState.ON))
+    res = a.request(ctl(next(rid), 0, ControlAction.SELECT, DoubleState.ON))
     assert res.status is ControlStatus.REFUSED_BY_FIELD and "blocked-by-process" in res.detail, res
     sim.block("CB", False)
     # local: refused with blocked-by-switching-hierarchy
     sim.set_local(True)
-    res = a.control(ctl(next(rid), 2, ControlAction.DIRECT, 0, ControlType.SINGLE))
+    res = a.request(ctl(next(rid), 2, ControlAction.DIRECT, 0, ControlType.SINGLE))
     assert res.status is ControlStatus.REFUSED_BY_FIELD and "switching-hierarchy" in res.detail, res
     sim.set_local(False)
     # configuration errors stay in the adapter
-    assert a.control(ctl(next(rid), 0, ControlAction.DIRECT, 2)).status is ControlStatus.ERROR
-    assert a.control(ctl(next(rid), 3, ControlAction.DIRECT, 1)).status is ControlStatus.UNKNOWN_ADDRESS
+    assert a.request(ctl(next(rid), 0, ControlAction.DIRECT, 2)).status is ControlStatus.ERROR
+    assert a.request(ctl(next(rid), 3, ControlAction.DIRECT, 1)).status is ControlStatus.UNKNOWN_ADDRESS
     assert sim.value("CB") == DoubleState.OFF
 
 
@@ -315,26 +250,26 @@ def test_apc_setpoint_direct_and_sbo_enhanced(rig) -> None:
         return ControlRequest(rid, point, name, 0, 0, ControlType.SETPOINT_FLOAT, action, value, 5.0)
 
     mark = a.mark()
-    res = a.control(ctl(1, sp, ControlAction.DIRECT, 112.5))
+    res = a.request(ctl(1, sp, ControlAction.DIRECT, 112.5))
     assert res.status is ControlStatus.SUCCESS, res
     wait_for(lambda: sim.value("SP") == pytest.approx(112.5, abs=1e-4), 5, "set-point applied in the IED")
     wait_for(lambda: len(a.values(sp, mark)) and a.values(sp, mark)[-1]["value"] == pytest.approx(112.5, abs=1e-4),
              5, "set-point reported back")
     assert a.values(sp, mark)[-1]["cause"] == Cause.SPONTANEOUS
     # direct-only object: a select is a configuration error caught in the adapter
-    assert a.control(ctl(2, sp, ControlAction.SELECT, 113.0)).status is ControlStatus.ERROR
+    assert a.request(ctl(2, sp, ControlAction.SELECT, 113.0)).status is ControlStatus.ERROR
 
-    assert a.control(ctl(3, spw, ControlAction.SELECT, 0.9)).status is ControlStatus.SUCCESS
-    res = a.control(ctl(4, spw, ControlAction.EXECUTE, 0.9))
+    assert a.request(ctl(3, spw, ControlAction.SELECT, 0.9)).status is ControlStatus.SUCCESS
+    res = a.request(ctl(4, spw, ControlAction.EXECUTE, 0.9))
     assert res.status is ControlStatus.SUCCESS, res
     wait_for(lambda: sim.value("SPW") == pytest.approx(0.9, abs=1e-6), 5, "SBOw set-point applied")
     # an operate without a select is refused by the IED (SBO: the object is not selected)
-    res = a.control(ctl(5, spw, ControlAction.EXECUTE, 0.8))
+    res = a.request(ctl(5, spw, ControlAction.EXECUTE, 0.8))
     assert res.status is ControlStatus.REFUSED_BY_FIELD, res
     assert sim.value("SPW") == pytest.approx(0.9, abs=1e-6)
     # blocked: the select is refused with the AddCause, the value stays
     sim.block("SPW")
-    res = a.control(ctl(6, spw, ControlAction.SELECT, 0.85))
+    res = a.request(ctl(6, spw, ControlAction.SELECT, 0.85))
     assert res.status is ControlStatus.REFUSED_BY_FIELD and "blocked-by-process" in res.detail, res
     sim.block("SPW", False)
     assert sim.value("SPW") == pytest.approx(0.9, abs=1e-6)
@@ -363,36 +298,34 @@ def test_buffered_resume_after_link_loss(rig) -> None:
     assert spont[:3] == [6.0, 7.0, 8.0], spont  # no event lost across the disconnect, in order
 
 
+class GarbagePeer(RawServer):
+    """Answers a client's first bytes with the next of four garbage replies (broken TPKT, truncated, oversized, HTTP),
+    then hangs up."""
+
+    GARBAGE = (b"\x03\x00\x00\x10\xff\xff\xff\xff", b"\x03\x00", b"\x03\x00\xff\xff" + b"\x00" * 64,
+               b"GET / HTTP/1.0\r\n\r\n")
+
+    def __init__(self) -> None:
+        self.replies = 0
+        super().__init__(recv_timeout_s=None)
+
+    def session(self, conn: socket.socket) -> None:
+        garbage = self.GARBAGE[self.replies % len(self.GARBAGE)]
+        self.replies += 1
+        try:
+            conn.recv(4096)
+            conn.sendall(garbage)
+            time.sleep(0.1)
+        except OSError:
+            pass
+
+
 @pytest.mark.timeout(60)
 def test_hostile_peer_does_not_kill_the_adapter(rig) -> None:
-    srv = socket.create_server(("127.0.0.1", 0))
-    port = srv.getsockname()[1]
-    stop = threading.Event()
-
-    def serve() -> None:
-        srv.settimeout(0.2)
-        k = 0
-        while not stop.is_set():
-            try:
-                c, _ = srv.accept()
-            except (TimeoutError, OSError):
-                continue
-            garbage = [b"\x03\x00\x00\x10\xff\xff\xff\xff", b"\x03\x00", b"\x03\x00\xff\xff" + b"\x00" * 64,
-                       b"GET / HTTP/1.0\r\n\r\n"][k % 4]
-            k += 1
-            try:
-                c.recv(4096)
-                c.sendall(garbage)
-                time.sleep(0.1)
-            except OSError:
-                pass
-            c.close()
-
-    t = threading.Thread(target=serve, daemon=True)
-    t.start()
+    peer = GarbagePeer()
     try:
-        cfg = parse_station_config(station_toml(port, ied="HOSTILE"))
-        a = Adapter(cfg, cfg.rtus[0].name)
+        cfg = parse_station_config(station_toml(peer.port, ied="HOSTILE"))
+        a = AdapterProcess(cfg, "iec61850", (cfg.rtus[0].name,))
         wait_for(lambda: a.counters().get("connect_failures", 0) >= 4, 30, "several refused connects")
         assert a.proc.is_alive()
         assert not [e for e in a.of(LinkEvent) if e.up]
@@ -401,9 +334,7 @@ def test_hostile_peer_does_not_kill_the_adapter(rig) -> None:
         assert len(a.of(Heartbeat)) > n  # still beating
         assert a.close() == 0
     finally:
-        stop.set()
-        t.join(2)
-        srv.close()
+        peer.close()
 
 
 @pytest.mark.timeout(90)
@@ -508,7 +439,7 @@ def test_ten_ieds_one_simulator_one_adapter() -> None:
     rtus = [r.name for r in cfg.rtus]
     started = time.monotonic()
     with RtuSimulator(cfg, seed=3, physics=False) as sim:
-        a = Adapter(cfg, *rtus)
+        a = AdapterProcess(cfg, "iec61850", tuple(rtus))
         try:
             wait_for(lambda: {m.rtu for m in a.of(InterrogationDone)} >= set(rtus), 60, "a GI of every IED")
             t_gi = time.monotonic() - started

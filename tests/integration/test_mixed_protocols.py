@@ -73,6 +73,18 @@ def test_the_sample_station_uses_all_four_protocols(mixed: Mixed) -> None:
     assert all(s.running for s in mixed.center.supervisors.values())
 
 
+def test_every_device_completes_its_interrogation(mixed: Mixed) -> None:
+    """Each adapter confirms every device with a completed interrogation / integrity poll / full scan (stale
+    supervision relies on it), not only some of them."""
+    def missing() -> list[str]:
+        return [r.name for r in mixed.op.rtus() if r.last_gi_ms <= 0]
+
+    try:
+        wait_for(lambda: not missing(), 30, "an interrogation of every device")
+    except AssertionError:
+        raise AssertionError(f"no completed interrogation from {missing()}") from None
+
+
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_a_field_change_arrives_with_its_time(mixed: Mixed, protocol: str) -> None:
     name = _analog_of(mixed.config, protocol)

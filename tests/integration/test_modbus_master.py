@@ -3,28 +3,25 @@
 from __future__ import annotations
 
 import math
-import multiprocessing as mp
 import socket
 import struct
-import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import numpy as np
 import pytest
+from adapter_process import AdapterProcess, adapter_factory
+from raw_server import RawServer
 from support import free_port, wait_for
 
-from frontend_protocols.channel import Heartbeat, Shutdown
-from frontend_protocols.supervisor import _child_main
+from frontend_protocols.channel import Heartbeat
 from models.commands import ControlAction, ControlRequest, ControlResult, ControlStatus, InterrogationRequest
 from models.config import StationConfig, parse_station_config
 from models.points import ControlType, DoubleState, Quality
 from models.protocols.modbus import Table
-from models.updates import Cause, InterrogationDone, LinkEvent, UpdateBatch
+from models.updates import Cause, InterrogationDone, LinkEvent
 from rtu_sim.simulator import RtuSimulator
 
-ENTRY = "frontend_protocols.modbus.master:run_adapter"
 RTU = "MB"
 UNIT = 5
 
@@ -152,101 +149,10 @@ control = {{ type = "single", address = 7, mode = "direct" }}
 # ------------------------------------------------------------------------------------------------ processes
 
 
-class Adapter:
-    """The adapter in a spawned child, exactly as the supervisor runs it; collects what it sends up."""
-
-    def __init__(self, config: StationConfig) -> None:
-        ctx = mp.get_context("spawn")
-        self.conn, child = ctx.Pipe(duplex=True)
-        self.proc = ctx.Process(target=_child_main, args=(child, ENTRY, config, "modbus", (RTU,)), daemon=True)
-        self.proc.start()
-        child.close()
-        self.msgs: list[tuple[float, Any]] = []  # (arrival UTC epoch ms, message)
-        self.lock = threading.Lock()
-        self._stop = threading.Event()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        while not self._stop.is_set():
-            try:
-                if self.conn.poll(0.05):
-                    msg = self.conn.recv()
-                    with self.lock:
-                        self.msgs.append((time.time() * 1000.0, msg))
-            except (EOFError, OSError):
-                return
-
-    def send(self, msg: Any) -> None:
-        self.conn.send(msg)
-
-    def of(self, typ: type) -> list[Any]:
-        with self.lock:
-            return [m for _, m in self.msgs if isinstance(m, typ)]
-
-    def timed(self, typ: type) -> list[tuple[float, Any]]:
-        with self.lock:
-            return [(t, m) for t, m in self.msgs if isinstance(m, typ)]
-
-    def mark(self) -> int:
-        with self.lock:
-            return len(self.msgs)
-
-    def since(self, mark: int, typ: type) -> list[Any]:
-        with self.lock:
-            return [m for _, m in self.msgs[mark:] if isinstance(m, typ)]
-
-    def rows(self, since: int = 0) -> np.ndarray:
-        batches = self.since(since, UpdateBatch)
-        return np.concatenate([b.rows for b in batches]) if batches else np.zeros(0)
-
-    def last_value(self, point: int, since: int = 0) -> Any:
-        rows = self.rows(since)
-        hit = rows[rows["point"] == point] if len(rows) else rows
-        return hit[-1] if len(hit) else None
-
-    def counters(self) -> dict[str, float]:
-        beats = self.of(Heartbeat)
-        return dict(beats[-1].counters) if beats else {}
-
-    def control(self, request_id: int, timeout_s: float = 10.0) -> ControlResult:
-        def find() -> ControlResult | None:
-            hits = [r for r in self.of(ControlResult) if r.request_id == request_id]
-            return hits[0] if hits else None
-
-        return wait_for(find, timeout_s, f"ControlResult {request_id}")  # type: ignore[return-value]
-
-    def close(self) -> int | None:
-        try:
-            self.conn.send(Shutdown())
-        except OSError:
-            pass
-        self.proc.join(10)
-        code = self.proc.exitcode
-        if self.proc.is_alive():
-            self.proc.kill()
-            self.proc.join(5)
-        self._stop.set()
-        self._reader.join(2)
-        self.conn.close()
-        return code
-
-
 @pytest.fixture
-def adapters() -> Iterator[Callable[[StationConfig], Adapter]]:
-    made: list[Adapter] = []
-
-    def make(config: StationConfig) -> Adapter:
-        a = Adapter(config)
-        made.append(a)
-        return a
-
-    try:
+def adapters() -> Iterator[Callable[[StationConfig], AdapterProcess]]:
+    with adapter_factory("modbus", (RTU,)) as make:
         yield make
-    finally:
-        for a in made:
-            if a.proc.is_alive() or a.proc.exitcode is None:
-                a.close()
 
 
 @pytest.fixture
@@ -271,10 +177,6 @@ def ctl(rid: int, point: int, action: ControlAction, value: float, ctype: Contro
     return ControlRequest(rid, point, RTU, UNIT, address, ctype, action, value, timeout_s)
 
 
-def wait_done(a: Adapter, n: int = 1, timeout_s: float = 15.0) -> None:
-    wait_for(lambda: len(a.of(InterrogationDone)) >= n, timeout_s, f"InterrogationDone #{n}")
-
-
 # ------------------------------------------------------------------------------------------------ tests
 
 
@@ -284,9 +186,9 @@ def test_register_types_round_trip_and_scan_periods(word_order: str, sims, adapt
     cfg = parse_station_config(station_toml(f"127.0.0.1:{free_port()}", word_order=word_order))
     sim = sims(cfg)
     a = adapters(cfg)
-    wait_done(a)
+    a.wait_interrogations()
     with a.lock:
-        kinds = [type(m).__name__ for _, m in a.msgs if not isinstance(m, Heartbeat)]
+        kinds = [type(m).__name__ for m in a.msgs if not isinstance(m, Heartbeat)]
     assert kinds[0] == "LinkEvent" and kinds.index("InterrogationDone") > kinds.index("UpdateBatch")
     first = {int(r["point"]): r for r in a.rows()}
     assert set(first) == {CB, TRIP, FAN, V, I, P, E, Q, SP, TAP}  # everything but the pure command
@@ -346,8 +248,7 @@ def test_register_types_round_trip_and_scan_periods(word_order: str, sims, adapt
     # an interrogation request reports every value again
     mark = a.mark()
     a.send(InterrogationRequest(RTU))
-    wait_for(lambda: len({int(p) for p in a.rows(mark)["point"]}) >= 10 if a.since(mark, UpdateBatch) else False,
-             5, "full report")
+    wait_for(lambda: len({int(p) for p in a.rows(mark)["point"]}) >= 10, 5, "full report")
     assert {Cause.INTERROGATED} <= set(a.rows(mark)["cause"])
     assert a.close() == 0
 
@@ -358,7 +259,7 @@ def test_commands_read_back_and_refusals(sims, adapters) -> None:
     sim = sims(cfg)
     o = sim.outstation(RTU)
     a = adapters(cfg)
-    wait_done(a)
+    a.wait_interrogations()
 
     # double command, select before operate: the select is answered locally, the execute writes DPI 1 into
     # holding 0 and reads back the breaker's status register
@@ -449,7 +350,7 @@ def test_link_loss_reconnect_and_two_connections(sims, adapters) -> None:
     cfg = parse_station_config(station_toml(f"127.0.0.1:{port}", connections=2))
     sim = sims(cfg)
     a = adapters(cfg)
-    wait_done(a, 2)
+    a.wait_interrogations(2)
 
     t0 = time.monotonic()
     sim.link_down(RTU)
@@ -466,8 +367,8 @@ def test_link_loss_reconnect_and_two_connections(sims, adapters) -> None:
     sim.set_value("V", 10.9)
     sim.link_up(RTU)
     t1 = time.monotonic()
-    wait_for(lambda: any(e.up for e in a.since(mark, LinkEvent)), 10, "LinkEvent(up=True) after restart")
-    wait_for(lambda: a.since(mark, InterrogationDone), 10, "complete scan after reconnect")
+    wait_for(lambda: any(e.up for e in a.of(LinkEvent, mark)), 10, "LinkEvent(up=True) after restart")
+    wait_for(lambda: a.of(InterrogationDone, mark), 10, "complete scan after reconnect")
     print(f"reconnected and scanned {time.monotonic() - t1:.2f} s after the device came back")
     assert a.last_value(V, mark)["value"] == pytest.approx(10.9, rel=1e-6)
     assert len({int(p) for p in a.rows(mark)["point"]}) == 10  # the first scan reports every value
@@ -478,25 +379,12 @@ def test_link_loss_reconnect_and_two_connections(sims, adapters) -> None:
 # ------------------------------------------------------------------------------------------------ hostile device
 
 
-class HostileDevice:
+class HostileDevice(RawServer):
     """A raw Modbus TCP server on 127.0.0.1 that answers with what ``mode`` says: good frames or broken ones."""
 
     def __init__(self) -> None:
         self.mode = "good"
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                continue
-            threading.Thread(target=self._session, args=(conn,), daemon=True).start()
+        super().__init__(threaded=True)
 
     def _answer(self, tid: int, unit: int, fc: int, start: int, count: int) -> bytes:
         mode = self.mode
@@ -526,33 +414,18 @@ class HostileDevice:
             pdu = bytes([fc, len(data) + 2]) + data
         return tid.to_bytes(2, "big") + b"\0\0" + length.to_bytes(2, "big") + bytes([unit]) + pdu
 
-    def _session(self, conn: socket.socket) -> None:
-        conn.settimeout(0.2)
+    def session(self, conn: socket.socket) -> None:
         buf = b""
-        with conn:
-            while not self._stop.is_set():
+        for chunk in self.chunks(conn):
+            buf += chunk
+            while len(buf) >= 12:
+                frame, buf = buf[:12], buf[12:]
+                tid, unit, fc = int.from_bytes(frame[0:2], "big"), frame[6], frame[7]
+                start, count = int.from_bytes(frame[8:10], "big"), int.from_bytes(frame[10:12], "big")
                 try:
-                    chunk = conn.recv(4096)
-                except TimeoutError:
-                    continue
+                    conn.sendall(self._answer(tid, unit, fc, start, count))
                 except OSError:
                     return
-                if not chunk:
-                    return
-                buf += chunk
-                while len(buf) >= 12:
-                    frame, buf = buf[:12], buf[12:]
-                    tid, unit, fc = int.from_bytes(frame[0:2], "big"), frame[6], frame[7]
-                    start, count = int.from_bytes(frame[8:10], "big"), int.from_bytes(frame[10:12], "big")
-                    try:
-                        conn.sendall(self._answer(tid, unit, fc, start, count))
-                    except OSError:
-                        return
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(2)
-        self.sock.close()
 
 
 HOSTILE_TOML = """
@@ -589,7 +462,7 @@ def test_hostile_device(adapters) -> None:
     dev = HostileDevice()
     try:
         a = adapters(parse_station_config(HOSTILE_TOML.format(port=dev.port)))
-        wait_done(a)
+        a.wait_interrogations()
         assert a.last_value(1)["value"] == 11.0 and a.last_value(0)["value"] == 2.0
         for mode in ("nan", "mbap_length", "tid", "truncated", "function", "byte_count"):
             mark = a.mark()
@@ -599,7 +472,7 @@ def test_hostile_device(adapters) -> None:
             def flagged(m: int = mark) -> bool:
                 r = a.last_value(1, m)
                 return r is not None and r["quality"] == Quality.INVALID or any(
-                    not e.up for e in a.since(m, LinkEvent))
+                    not e.up for e in a.of(LinkEvent, m))
 
             wait_for(flagged, 10, f"V INVALID or the link down with a device sending {mode!r}")
             time.sleep(0.6)
