@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="model tools: summary, export-sample, export-scl, apply-diff, make-diff, export-changes")
     sub.add_parser("powerflow", add_help=False,
                    help="power flow of a CIM feeder: 'dscada powerflow FILE [--three-phase|--balanced] [--der off]'")
+    sub.add_parser("se", add_help=False, help="state estimation: 'dscada se gridappsd-testset DIR [--json]'")
 
     p = sub.add_parser("demo", help="end-to-end demonstration on the embedded sample network")
     p.add_argument("--data-dir", help="keep the demo's databases here (default: a temporary folder)")
@@ -69,6 +70,10 @@ def main(argv: list[str] | None = None) -> int:
         from models.powerflow_cli import main as powerflow_main
 
         return powerflow_main(argv[1:])
+    if argv and argv[0] == "se":
+        from dms.se.cli import main as se_main
+
+        return se_main(argv[1:])
     if argv and argv[0] == "client":
         from scada.client_cli import main as client_main
 
