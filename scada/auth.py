@@ -14,6 +14,7 @@ class Permission(StrEnum):
     ACKNOWLEDGE = "acknowledge"  # acknowledge and shelve alarms
     TAG = "tag"  # place and remove tags
     MANUAL_ENTRY = "manual_entry"  # substitute values
+    STUDY = "study"  # open and run study cases, edit switching orders (engineers)
 
 
 _GRANTS: dict[Role, frozenset[Permission]] = {

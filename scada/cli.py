@@ -50,7 +50,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="model tools: summary, export-sample, export-scl, apply-diff, make-diff, export-changes")
     sub.add_parser("powerflow", add_help=False,
                    help="power flow of a CIM feeder: 'dscada powerflow FILE [--three-phase|--balanced] [--der off]'")
-    sub.add_parser("se", add_help=False, help="state estimation: 'dscada se gridappsd-testset DIR [--json]'")
+    sub.add_parser("se", add_help=False, help="state estimation: 'dscada se gridappsd-testset DIR [--json]', "
+                   "'dscada se FILE --measurements CSV [--json]'")
+    sub.add_parser("flisr", add_help=False, help="FLISR plan for a fault: 'dscada flisr FILE --fault SECTION [--json]'")
+    sub.add_parser("reconfigure", add_help=False,
+                   help="feeder reconfiguration: 'dscada reconfigure FILE [--objective losses|balance] [--json]'")
+    sub.add_parser("voltvar", add_help=False, help="Volt/VAR proposal: 'dscada voltvar FILE [--json]'")
 
     p = sub.add_parser("demo", help="end-to-end demonstration on the embedded sample network")
     p.add_argument("--data-dir", help="keep the demo's databases here (default: a temporary folder)")
@@ -58,26 +63,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fast", action="store_true", help="shorter pauses between steps")
 
     # Sub-programs with their own parsers get the rest of the command line untouched.
-    if argv and argv[0] == "rtu-sim":
-        from rtu_sim.cli import main as sim_main
+    programs = {
+        "rtu-sim": "rtu_sim.cli", "model": "models.model_cli", "powerflow": "models.powerflow_cli",
+        "se": "dms.se.cli", "flisr": "dms.flisr.cli", "reconfigure": "dms.reconfig.cli", "voltvar": "dms.voltvar.cli",
+        "client": "scada.client_cli",
+    }
+    if argv and argv[0] in programs:
+        import importlib
 
-        return sim_main(argv[1:])
-    if argv and argv[0] == "model":
-        from models.model_cli import main as model_main
-
-        return model_main(argv[1:])
-    if argv and argv[0] == "powerflow":
-        from models.powerflow_cli import main as powerflow_main
-
-        return powerflow_main(argv[1:])
-    if argv and argv[0] == "se":
-        from dms.se.cli import main as se_main
-
-        return se_main(argv[1:])
-    if argv and argv[0] == "client":
-        from scada.client_cli import main as client_main
-
-        return client_main(argv[1:])
+        return int(importlib.import_module(programs[argv[0]]).main(argv[1:]))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")

@@ -87,6 +87,7 @@ class ControlCenter:
         self.grpc_port = 0
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._registrars: list[Any] = []
         self.rtdb.add_link_listener(self._on_link)
         self.commands.add_outcome_listener(self._on_command_outcome)
 
@@ -104,12 +105,20 @@ class ControlCenter:
         for t in self._threads:
             t.start()
         self.grpc_server, self.grpc_port = build_grpc_server(self.services, self.grpc_address,
-                                                             topology=self.topology, model=self.model)
+                                                             topology=self.topology, model=self.model,
+                                                             registrars=self._registrars)
         self.grpc_server.start()
         if self._start_adapters:
             for sup in self.supervisors.values():
                 sup.start()
         log.info("dscada serving %s on port %d", self.config.name, self.grpc_port)
+
+    def add_grpc_registrar(self, registrar: Any) -> None:
+        """More gRPC servicers on the same server (the DMS and OMS applications); call before ``start``.
+        ``registrar(server)`` adds them and returns their full service names (for health and reflection)."""
+        if self.grpc_server is not None:
+            raise RuntimeError("gRPC registrars must be added before the server starts")
+        self._registrars.append(registrar)
 
     def stop(self) -> None:
         self._stop.set()

@@ -13,7 +13,7 @@ import itertools
 import json
 import logging
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NoReturn
 
@@ -29,7 +29,7 @@ from scada.alarm_rules import AlarmError
 from scada.api import convert
 from scada.api.protos import scada_pb2 as pb
 from scada.api.protos import scada_pb2_grpc as pb_grpc
-from scada.auth import Permission, allowed
+from scada.auth import Authenticator, Permission, allowed
 from scada.commands import RefusalReason
 from scada.errors import CommandRefused, ScadaError, UnknownPointError
 from scada.historian import HistorianError
@@ -82,13 +82,12 @@ class ApiError(ScadaError):
     """The gRPC server cannot be built as asked (e.g. the address cannot be bound)."""
 
 
-
 def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:
     context.abort(code, message)
     raise AssertionError("unreachable: context.abort raises")  # pragma: no cover
 
 
-def _map_errors(context: grpc.ServicerContext, exc: Exception) -> NoReturn:
+def map_errors(context: grpc.ServicerContext, exc: Exception) -> NoReturn:
     """Turn a service exception into the matching gRPC status; the message is the service's own sentence."""
     if isinstance(exc, CommandRefused):
         reason = str(exc.reason)
@@ -108,6 +107,30 @@ def _map_errors(context: grpc.ServicerContext, exc: Exception) -> NoReturn:
     _abort(context, grpc.StatusCode.INTERNAL, f"server error: {type(exc).__name__}: {exc}")
 
 
+def authorise(auth: Authenticator, context: grpc.ServicerContext, permission: Permission,
+              action: str) -> OperatorConfig:
+    """The operator of the call's bearer token, if its role has ``permission``; else the call is aborted."""
+    token = ""
+    for key, value in context.invocation_metadata():
+        if key == "authorization":
+            scheme, _, token = str(value).partition(" ")
+            if scheme.lower() != "bearer":
+                _abort(context, grpc.StatusCode.UNAUTHENTICATED,
+                       f"{action}: authorization metadata must be 'Bearer <token>'")
+            token = token.strip()
+    if not token:
+        _abort(context, grpc.StatusCode.UNAUTHENTICATED,
+               f"{action}: no token; send metadata 'authorization: Bearer <token>'")
+    operator = auth.operator_for_token(token)
+    if operator is None:
+        _abort(context, grpc.StatusCode.UNAUTHENTICATED, f"{action}: unknown token")
+    if not allowed(operator.role, permission):
+        _abort(context, grpc.StatusCode.PERMISSION_DENIED,
+               f"operator {operator.name} (role {operator.role.value}) may not {action}: "
+               f"the role lacks the {permission.value} permission")
+    return operator
+
+
 def _handled(permission: Permission, action: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Unary RPC wrapper: authenticate, authorise, call with the operator, map service errors to statuses."""
 
@@ -118,7 +141,7 @@ def _handled(permission: Permission, action: str) -> Callable[[Callable[..., Any
             try:
                 return fn(self, request, context, operator)
             except (ScadaError, ValueError) as exc:
-                _map_errors(context, exc)
+                map_errors(context, exc)
 
         return rpc
 
@@ -135,7 +158,7 @@ def _streamed(permission: Permission, action: str) -> Callable[[Callable[..., An
             try:
                 yield from fn(self, request, context, operator)
             except (ScadaError, ValueError) as exc:
-                _map_errors(context, exc)
+                map_errors(context, exc)
 
         return rpc
 
@@ -148,25 +171,7 @@ class _Base:
         self._names = [p.name for p in services.config.points]
 
     def _authorise(self, context: grpc.ServicerContext, permission: Permission, action: str) -> OperatorConfig:
-        token = ""
-        for key, value in context.invocation_metadata():
-            if key == "authorization":
-                scheme, _, token = str(value).partition(" ")
-                if scheme.lower() != "bearer":
-                    _abort(context, grpc.StatusCode.UNAUTHENTICATED,
-                           f"{action}: authorization metadata must be 'Bearer <token>'")
-                token = token.strip()
-        if not token:
-            _abort(context, grpc.StatusCode.UNAUTHENTICATED,
-                   f"{action}: no token; send metadata 'authorization: Bearer <token>'")
-        operator = self.s.auth.operator_for_token(token)
-        if operator is None:
-            _abort(context, grpc.StatusCode.UNAUTHENTICATED, f"{action}: unknown token")
-        if not allowed(operator.role, permission):
-            _abort(context, grpc.StatusCode.PERMISSION_DENIED,
-                   f"operator {operator.name} (role {operator.role.value}) may not {action}: "
-                   f"the role lacks the {permission.value} permission")
-        return operator
+        return authorise(self.s.auth, context, permission, action)
 
     def _point(self, ref: pb.PointRef, context: grpc.ServicerContext) -> int:
         which = ref.WhichOneof("ref")
@@ -655,8 +660,13 @@ def _feeder_change(m: FeederMove) -> pb.FeederChange:
 # ------------------------------------------------------------------------------------------------ server
 
 
+#: Adds more servicers (the DMS applications') to a server and returns their full service names.
+Registrar = Callable[[grpc.Server], Sequence[str]]
+
+
 def build_grpc_server(services: Services, address: str, *, topology: TopologyService | None = None,
-                      model: ModelService | None = None) -> tuple[grpc.Server, int]:
+                      model: ModelService | None = None,
+                      registrars: Sequence[Registrar] = ()) -> tuple[grpc.Server, int]:
     """A server with every service, health checking and reflection, bound to ``address`` (port may be 0).
     ``topology`` serves the TopologyService and ``model`` the ModelService (without them, their calls answer
     FAILED_PRECONDITION).
@@ -678,12 +688,15 @@ def build_grpc_server(services: Services, address: str, *, topology: TopologySer
     pb_grpc.add_HistoryServiceServicer_to_server(HistoryServicer(services), server)
     pb_grpc.add_TopologyServiceServicer_to_server(TopologyServicer(services, topology), server)
     pb_grpc.add_ModelServiceServicer_to_server(ModelServicer(services, model), server)
+    names = list(SERVICE_NAMES)
+    for registrar in registrars:
+        names.extend(registrar(server))
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    for name in ("", *SERVICE_NAMES):
+    for name in ("", *names):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     reflection.enable_server_reflection(
-        (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+        (*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
         server,
     )
     try:
