@@ -89,6 +89,8 @@ CONTROL_TYPES: dict[PointKind, frozenset[ControlType]] = {
     PointKind.COUNTER: frozenset(),
 }
 
+DEFAULT_FREQUENCY_HZ = 50.0
+
 DEFAULT_STALE_AFTER_S: dict[PointKind, float] = {
     PointKind.SINGLE: 900.0,
     PointKind.DOUBLE: 900.0,
@@ -190,6 +192,7 @@ class StationConfig:
     network: NetworkModel | None = None  # the CIM network model of ``[network] cim``, loaded and validated
     # Parallel to ``points`` (or empty): the measurement a point was derived from, None for hand-written points.
     bindings: tuple[MeasurementBinding | None, ...] = ()
+    frequency_hz: float = 50.0  # of the network model (``[network] frequency_hz``)
 
     def binding(self, point: PointDef) -> MeasurementBinding | None:
         return self.bindings[point.id] if point.id < len(self.bindings) else None
@@ -373,7 +376,7 @@ def parse_station_config(text: str, source: str = "<config>") -> StationConfig:
     alarms = AlarmConfig(shelve_max_s=al.positive("shelve_max_s", 8 * 3600.0))
     al.finish()
 
-    network = _network(table("network"), source)
+    network, frequency_hz = _network(table("network"), source)
     operators = _operators(top, source, loc)
     rtus = _rtus(top, source, loc)
     points, sims = _points(top, source, loc, {r.name: r for r in rtus})
@@ -394,6 +397,7 @@ def parse_station_config(text: str, source: str = "<config>") -> StationConfig:
         sim=sims,
         network=network,
         bindings=bindings,
+        frequency_hz=frequency_hz,
     )
     _check_scl_files(config, loc)
     return config
@@ -414,19 +418,23 @@ def _check_scl_files(config: StationConfig, loc: _Locator) -> None:
             raise ConfigError(f"{at}: rtus[{i}].iec61850.scl: {exc}") from None
 
 
-def _network(r: _Reader, source: str) -> NetworkModel | None:
-    """``[network] cim = "file.xml"``: the CIM model, relative to the configuration file's folder."""
+def _network(r: _Reader, source: str) -> tuple[NetworkModel | None, float]:
+    """``[network] cim = "file.xml"``: the CIM model, relative to the configuration file's folder; ``frequency_hz``
+    (CIM does not carry it): 50 by default, 60 for the IEEE feeders."""
     cim = r.get("cim", str, None)
+    frequency_hz = r.positive("frequency_hz", DEFAULT_FREQUENCY_HZ)
+    if frequency_hz not in (50.0, 60.0):
+        raise r.fail("frequency_hz", f"must be 50 or 60, not {frequency_hz:g}")
     r.finish()
     if cim is None:
-        return None
+        return None, frequency_hz
     from models.cim import load_cim  # the importer is only needed by stations that have a network model
 
     path = Path(cim)
     if not path.is_absolute():
         path = Path(source).resolve().parent / path
     try:
-        return load_cim(path)
+        return load_cim(path), frequency_hz
     except ModelError as exc:
         raise r.fail("cim", f"cannot load the network model: {exc}") from None
 
@@ -646,7 +654,8 @@ def _derived_points(top: _Reader, source: str, loc: _Locator, network: NetworkMo
 def _derived_point_def(d: DerivedPoint, addr: DerivedAddress, point_id: int, rtu: RtuConfig) -> PointDef:
     control = None
     if addr.control_address is not None:
-        control = ControlDef(addr.control_type, addr.control_address, reference=addr.control_reference)
+        control = ControlDef(addr.control_type, addr.control_address, mode=addr.control_mode,
+                             reference=addr.control_reference)
     limits = None
     if d.limits is not None:
         lolo, lo, hi, hihi, deadband = d.limits
