@@ -12,22 +12,26 @@ from models.errors import ModelError
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from dms.server import DmsApplications  # the entry point composes every layer
     from models.config import load_station_config
     from models.samples import sample_station_path
     from scada.server import ControlCenter
 
     config = load_station_config(args.config or sample_station_path())
     center = ControlCenter(config, data_dir=args.data_dir, grpc_address=args.address)
+    dms = DmsApplications(center)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     center.start()
+    dms.start()
     print(f"dscada: serving '{config.name}' ({len(config.points)} points, {len(config.rtus)} RTUs) "
           f"on {center.grpc_address.rsplit(':', 1)[0]}:{center.grpc_port}; data in {center.data_dir}", flush=True)
     try:
         stop.wait()
     finally:
         print("dscada: stopping", flush=True)
+        dms.stop()
         center.stop()
     return 0
 
