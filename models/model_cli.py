@@ -36,6 +36,8 @@ def summarise(model: NetworkModel, import_s: float) -> dict[str, Any]:
     def bus_name(index: int) -> str:
         return buses[index].name
 
+    ratings: Counter[tuple[float | None, float | None]] = Counter(
+        (_amps(ln.rated_current_a), _amps(ln.emergency_current_a)) for ln in model.lines)
     mtypes: dict[str, Counter[str]] = {k.value: Counter() for k in MeasurementKind}
     for m in model.measurements:
         mtypes[m.kind.value][m.measurement_type] += 1
@@ -65,9 +67,16 @@ def summarise(model: NetworkModel, import_s: float) -> dict[str, Any]:
             {"name": d.name, "kind": d.kind.value, "bus": bus_name(d.bus), "phases": phase_text(d.phases),
              "p_w": d.p_w, "q_var": d.q_var, "rated_s_va": d.rated_s_va, "units": len(d.units)}
             for d in model.ders],
+        # lines by (normal, emergency) current rating; null when the file gives none
+        "line_ratings": [{"rated_current_a": normal, "emergency_current_a": emergency, "lines": n}
+                         for (normal, emergency), n in sorted(ratings.items(), key=lambda kv: -kv[1])],
         "measurement_types": {kind: dict(sorted(c.items())) for kind, c in mtypes.items()},
         "load_total": {"p_w": sum(ld.p_w for ld in model.loads), "q_var": sum(ld.q_var for ld in model.loads)},
     }
+
+
+def _amps(value: float) -> float | None:
+    return None if math.isnan(value) else value
 
 
 def _name_of(model: NetworkModel, mrid: str) -> str:
@@ -108,6 +117,8 @@ def _print_tables(summary: dict[str, Any]) -> None:
         console.print(table)
 
     simple("Network model", summary["elements"], "element")
+    simple("Line ratings (A)", {f"{_text_a(r['rated_current_a'])} / {_text_a(r['emergency_current_a'])}": r["lines"]
+                                for r in summary["line_ratings"]}, "normal / emergency", "lines")
     for kind, types in summary["measurement_types"].items():
         simple(f"{kind.capitalize()} measurements by type", types, "measurementType")
     for title, rows in (("Tap changers", summary["tap_changers"]), ("Switches", summary["switches"]),
@@ -125,6 +136,10 @@ def _print_tables(summary: dict[str, Any]) -> None:
     simple("Skipped classes (read, not used)", summary["skipped_classes"], "class", "objects")
     for note in summary["notes"]:
         console.print(f"note: {note}")
+
+
+def _text_a(value: float | None) -> str:
+    return "-" if value is None else f"{value:g}"
 
 
 def _export_sample(directory: str, *, as_json: bool) -> int:

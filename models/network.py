@@ -227,6 +227,9 @@ class LineSegment:
     b_s_per_m: np.ndarray
     sequence: SequenceImpedance | None  # set when the file gave a PerLengthSequenceImpedance
     feeder_mrid: str | None
+    # Current ratings per phase conductor (CIM CurrentLimit on the line's terminals); NaN when the file gives none.
+    rated_current_a: float = math.nan  # normal (continuous) rating
+    emergency_current_a: float = math.nan  # short-time (emergency) rating
 
     @property
     def phase_set(self) -> Phase:

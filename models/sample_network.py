@@ -43,6 +43,9 @@ In all: 262 buses, 55 line segments, 52 transformers (2 x 10 MVA, 50 DTs), 157 s
 2,257 customers, 210 analog and 101 discrete measurements; feeders at 43-57 % of a 300 A rating, bus voltages
 0.967-1.002 pu with the OLTCs on step 6 (of 1..17, neutral 9).
 
+Line ratings (``LineSegment.rated_current_a``, emergency 1.2 x; written as CIM CurrentLimits): 300 sq.mm 400 A,
+240 sq.mm 355 A, 185 sq.mm (and the tie cables) 305 A, ACSR Dog 300 A.
+
 ``dscada model summary models/data/sample_network.xml.gz`` prints the counts.
 
 Measurements (GridAPPS-D measurementType): ``Pos`` on SS-INC1/2, SS-BC, every F<n>-CB and every switch of the
@@ -107,7 +110,10 @@ KM_PER_DEG_LAT = 110.574
 KM_PER_DEG_LON = 111.320 * math.cos(math.radians(SS_LAT))
 RMUS_PER_FEEDER = 8
 AUTOMATED_RMUS = (3, 6, 8)  # RMU08 sits at a normally-open tie on every feeder
+# Planning limit of a feeder: its weakest conductor (185 sq.mm cable 305 A, ACSR Dog 300 A; see CABLES), which is
+# what a ring or a backfed tie must carry. Peak loads are set as a share of it (_Area.loading).
 FEEDER_RATING_A = 300.0
+EMERGENCY_FACTOR = 1.2  # short-time (emergency) rating of every conductor, over its normal rating
 TIES = ((1, 2), (3, 4), (5, 6))  # (feeder whose RMU08-LBS2 is the open point, the other feeder)
 SPUR_FEEDERS = (3, 6)
 POWER_FACTOR = 0.9
@@ -122,15 +128,17 @@ class _Conductor:
     r0_ohm_per_km: float
     x0_ohm_per_km: float
     c0_uf_per_km: float
+    rated_a: float  # continuous current rating (normal); the emergency rating is EMERGENCY_FACTOR times it
 
 
-# 11 kV 3C Al XLPE (individually screened cores: C0 = C1) at 90 degC, and ACSR "Dog" overhead on 11 kV poles.
+# 11 kV 3C Al XLPE (individually screened cores: C0 = C1) at 90 degC, rated laid direct in ground, and ACSR "Dog"
+# overhead on 11 kV poles.
 CABLES = {
-    300: _Conductor("3C-300-AL-XLPE-11kV", 0.130, 0.094, 0.40, 0.82, 0.31, 0.40),
-    240: _Conductor("3C-240-AL-XLPE-11kV", 0.161, 0.097, 0.37, 0.87, 0.33, 0.37),
-    185: _Conductor("3C-185-AL-XLPE-11kV", 0.211, 0.100, 0.34, 0.93, 0.35, 0.34),
+    300: _Conductor("3C-300-AL-XLPE-11kV", 0.130, 0.094, 0.40, 0.82, 0.31, 0.40, 400.0),
+    240: _Conductor("3C-240-AL-XLPE-11kV", 0.161, 0.097, 0.37, 0.87, 0.33, 0.37, 355.0),
+    185: _Conductor("3C-185-AL-XLPE-11kV", 0.211, 0.100, 0.34, 0.93, 0.35, 0.34, 305.0),
 }
-OVERHEAD = _Conductor("ACSR-DOG-100-11kV", 0.300, 0.350, 0.010, 0.450, 1.300, 0.005)
+OVERHEAD = _Conductor("ACSR-DOG-100-11kV", 0.300, 0.350, 0.010, 0.450, 1.300, 0.005, 300.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,7 +239,8 @@ class _Builder:
         mrid = _mrid("ACLineSegment", name)
         self.terminals_of(mrid, name, (a, b))
         seg = LineSegment(mrid, name, a, b, (Phase.A, Phase.B, Phase.C), float(length_m), seq.mrid, seq.name,
-                          mats[0], mats[1], mats[2], seq, self.feeder(feeder))
+                          mats[0], mats[1], mats[2], seq, self.feeder(feeder), conductor.rated_a,
+                          round(conductor.rated_a * EMERGENCY_FACTOR, 1))
         self.lines.append(seg)
         return seg
 

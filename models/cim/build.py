@@ -70,6 +70,9 @@ PROTECTED_SWITCHES = frozenset({"Breaker", "Recloser", "LoadBreakSwitch", "Secti
 DER_UNIT_KINDS = {"PhotovoltaicUnit": DerKind.PHOTOVOLTAIC, "BatteryUnit": DerKind.BATTERY,
                   "PowerElectronicsWindUnit": DerKind.WIND}
 MEASUREMENT_CLASSES = {"Analog": MeasurementKind.ANALOG, "Discrete": MeasurementKind.DISCRETE}
+# An OperationalLimitType allowed this long (s) or longer is a permanent (normal) limit: CIMHub writes 5e9 s for
+# "no limit on duration" and 7200 s (or 86400 s) for the emergency rating.
+PERMANENT_LIMIT_S = 1e9
 
 # Every class the importer reads something from; the rest are reported as skipped.
 USED_CLASSES = frozenset({
@@ -81,7 +84,7 @@ USED_CLASSES = frozenset({
     "EnergySource", "EnergyConsumer", "EnergyConsumerPhase", "LoadResponseCharacteristic",
     "LinearShuntCompensator", "LinearShuntCompensatorPhase", "SwitchPhase", "PowerElectronicsConnection",
     "PowerElectronicsConnectionPhase", "Analog", "Discrete", "UsagePoint", "CustomerAgreement", "Customer",
-    *SWITCH_CLASSES, *DER_UNIT_KINDS,
+    "OperationalLimitSet", "OperationalLimitType", "CurrentLimit", *SWITCH_CLASSES, *DER_UNIT_KINDS,
 })
 # Equipment classes with an electrical model; terminals of any other class belong to OtherEquipment.
 MODELLED_EQUIPMENT = frozenset({"ACLineSegment", "PowerTransformer", "EnergyConsumer", "LinearShuntCompensator",
@@ -346,8 +349,69 @@ class _Builder:
                 result[imp.mrid] = (mats[0], mats[1], mats[2])
         return result
 
+    def _limit_is_normal(self, typ: CimObject) -> bool | None:
+        """True for a normal (permanent) limit type, False for an emergency (temporary) one, None for a lower limit.
+
+        Read in order: CGMES ``kind``/``limitType`` (patl = permanent), ``isInfiniteDuration``, then
+        ``acceptableDuration`` (absent or at least PERMANENT_LIMIT_S = permanent)."""
+        direction = typ.values.get("OperationalLimitType.direction", "")
+        if direction.endswith(".low"):
+            return None
+        for prop in ("OperationalLimitType.kind", "OperationalLimitType.limitType"):
+            kind = typ.values.get(prop)
+            if kind:
+                return kind.rsplit(".", 1)[-1].lower() == "patl"
+        if "OperationalLimitType.isInfiniteDuration" in typ.values:
+            return self.flag(typ, "OperationalLimitType.isInfiniteDuration", True)
+        duration_s = self.number(typ, "OperationalLimitType.acceptableDuration")
+        return math.isnan(duration_s) or duration_s >= PERMANENT_LIMIT_S
+
+    def _line_current_limits(self) -> dict[str, tuple[float, float]]:
+        """Lowest (normal, emergency) CurrentLimit per ACLineSegment mRID over the OperationalLimitSets on its
+        terminals (``OperationalLimitSet.Terminal``, or ``ACDCTerminal.OperationalLimitSet`` as CIMHub writes it:
+        one shared set per distinct rating) or on the line itself (``OperationalLimitSet.Equipment``).
+        Limits on other equipment are not read: switches carry ``Switch.ratedCurrent``."""
+        line_mrids = {seg.mrid for seg in self.g.of("ACLineSegment")}
+        sets_of: dict[str, set[str]] = defaultdict(set)
+        for term in self.g.of("Terminal"):
+            bound = self.terminals.get(term.mrid)
+            if bound is not None and bound.equipment_mrid in line_mrids:
+                sets_of[bound.equipment_mrid].update(term.refs.get("ACDCTerminal.OperationalLimitSet", ()))
+        for ls in self.g.of("OperationalLimitSet"):
+            bound = self.terminals.get(ls.ref("OperationalLimitSet.Terminal") or "")
+            if bound is not None and bound.equipment_mrid in line_mrids:
+                sets_of[bound.equipment_mrid].add(ls.mrid)
+            equipment = ls.ref("OperationalLimitSet.Equipment")
+            if equipment in line_mrids:
+                sets_of[equipment].add(ls.mrid)
+        limits_of = _children(self.g.of("CurrentLimit"), "OperationalLimit.OperationalLimitSet")
+        per_set: dict[str, tuple[float, float]] = {}
+        for set_mrid in set().union(*sets_of.values()):
+            normal = emergency = NAN
+            for lim in limits_of.get(set_mrid, []):
+                prop = "CurrentLimit.value" if "CurrentLimit.value" in lim.values else "CurrentLimit.normalValue"
+                value = self.number(lim, prop, required=True)
+                typ = self.target(lim, "OperationalLimit.OperationalLimitType", ("OperationalLimitType",))
+                if math.isnan(value) or typ is None:
+                    continue
+                if value <= 0.0:
+                    self.problem(lim, f"{prop} is {value!r} A, a current limit must be positive")
+                    continue
+                is_normal = self._limit_is_normal(typ)
+                if is_normal is True:
+                    normal = min(normal, value) if not math.isnan(normal) else value
+                elif is_normal is False:
+                    emergency = min(emergency, value) if not math.isnan(emergency) else value
+            per_set[set_mrid] = (normal, emergency)
+        result: dict[str, tuple[float, float]] = {}
+        for line_mrid, set_mrids in sets_of.items():
+            pairs = [per_set[m] for m in set_mrids]
+            result[line_mrid] = (_lowest(p[0] for p in pairs), _lowest(p[1] for p in pairs))
+        return result
+
     def _lines(self) -> tuple[LineSegment, ...]:
         phase_imp = self._phase_impedances()
+        ratings = self._line_current_limits()
         phases_of = _children(self.g.of("ACLineSegmentPhase"), "ACLineSegmentPhase.ACLineSegment")
         for ref, children in phases_of.items():
             if ref not in self.g.objects:
@@ -388,8 +452,9 @@ class _Builder:
             for bus in buses:
                 for p in phases:
                     self.add_phases(bus, p)
+            normal_a, emergency_a = ratings.get(seg.mrid, (NAN, NAN))
             lines.append(LineSegment(seg.mrid, seg.name, buses[0], buses[1], phases, length_m, imp.mrid, imp.name,
-                                     r, x, b, sequence, self.feeder_of(seg)))
+                                     r, x, b, sequence, self.feeder_of(seg), normal_a, emergency_a))
         return tuple(lines)
 
     def _winding_bus(self, end: CimObject) -> tuple[int, str] | None:
@@ -766,6 +831,12 @@ class _Builder:
         given = {ec.mrid for ec in self.g.of("EnergyConsumer") if ec.values.get("EnergyConsumer.customerCount")}
         return tuple(ld if ld.mrid in given or ld.mrid not in per_load
                      else replace(ld, customer_count=per_load[ld.mrid]) for ld in loads)
+
+
+def _lowest(values: Iterable[float]) -> float:
+    """The smallest of the given (not NaN) values, NaN when none is given."""
+    given = [v for v in values if not math.isnan(v)]
+    return min(given) if given else NAN
 
 
 def _with_regulator(t: Transformer, regulated: set[str]) -> Transformer:

@@ -14,7 +14,9 @@ Choices that keep the round trip exact:
   ``TransformerEnd.BaseVoltage``) from its bus's nominal voltage, and a Location whose PositionPoints are its
   terminals' bus coordinates, when all those buses have them (the importer takes a bus's voltage and coordinates
   from the first equipment it reads on it, so all agree);
-- ``customerCount`` is always written, so a re-import does not recount usage points.
+- ``customerCount`` is always written, so a re-import does not recount usage points;
+- a line's current ratings are one OperationalLimitSet on its terminal 1 with a normal and an emergency CurrentLimit
+  (two shared OperationalLimitTypes, CIMHub's durations), the importer taking the lowest of each over the terminals.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ CIM100_NS = "http://iec.ch/TC57/CIM100#"
 RDF_NS = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
 # Namespace of the uuid5 mRIDs this exporter (and the sample-network generator) derives.
 _MRID_NAMESPACE = uuid.UUID("6f1c7a52-3f0e-5b8e-9c51-0d5ca1ad5c01")
+# CIMHub's acceptableDuration (s) of the normal ("no limit") and emergency current-limit types.
+_LIMIT_TYPES = (("Normal", "NormAmpsType", 5e9), ("Emergency", "EmergencyAmpsType", 7200.0))
 _DER_UNIT_CLASS = {DerKind.PHOTOVOLTAIC: "PhotovoltaicUnit", DerKind.BATTERY: "BatteryUnit",
                    DerKind.WIND: "PowerElectronicsWindUnit"}
 
@@ -79,8 +83,10 @@ class _Writer:
         self.lines: list[str] = []
         self.base_voltage: dict[float, str] = {}
         self.buses_of: dict[str, list[int]] = {}
+        self.first_terminal: dict[str, str] = {}
         for t in sorted(model.terminals, key=lambda t: t.sequence_number):
             self.buses_of.setdefault(t.equipment_mrid, []).append(t.bus)
+            self.first_terminal.setdefault(t.equipment_mrid, t.mrid)
         self.crs = derived_mrid("CoordinateSystem", "EPSG:4326")
 
     # ---- primitives ----------------------------------------------------------------------------------------------
@@ -203,6 +209,15 @@ class _Writer:
 
     def _lines(self) -> None:
         written: set[str] = set()
+        rated = [ln for ln in self.m.lines
+                 if not (math.isnan(ln.rated_current_a) and math.isnan(ln.emergency_current_a))]
+        if rated:
+            for role, suffix, duration_s in _LIMIT_TYPES:
+                # names without the model's: a re-imported model may be named after its file
+                self.begin("OperationalLimitType", derived_mrid("OperationalLimitType", role), suffix)
+                self.lit("OperationalLimitType.acceptableDuration", duration_s)
+                self.enum("OperationalLimitType.direction", "OperationalLimitDirectionKind.absoluteValue")
+                self.end()
         for line in self.m.lines:
             if line.impedance_mrid not in written:
                 written.add(line.impedance_mrid)
@@ -221,6 +236,24 @@ class _Writer:
                     self.enum("ACLineSegmentPhase.phase", f"SinglePhaseKind.{phase_text(p)}")
                     self.lit("ACLineSegmentPhase.sequenceNumber", i)
                     self.end()
+            self._current_limits(line)
+
+    def _current_limits(self, line: LineSegment) -> None:
+        limits = [(role, a) for (role, _suffix, _s), a in zip(
+            _LIMIT_TYPES, (line.rated_current_a, line.emergency_current_a), strict=True) if not math.isnan(a)]
+        terminal = self.first_terminal.get(line.mrid)
+        if not limits or terminal is None:
+            return
+        limit_set = derived_mrid(line.mrid, "OperationalLimitSet")
+        self.begin("OperationalLimitSet", limit_set, f"{line.name}_OpLimI")
+        self.ref("OperationalLimitSet.Terminal", terminal)
+        self.end()
+        for role, amps in limits:
+            self.begin("CurrentLimit", derived_mrid(line.mrid, "CurrentLimit", role), f"{line.name}_{role}Amps")
+            self.lit("CurrentLimit.value", amps)
+            self.ref("OperationalLimit.OperationalLimitSet", limit_set)
+            self.ref("OperationalLimit.OperationalLimitType", derived_mrid("OperationalLimitType", role))
+            self.end()
 
     def _impedance(self, line: LineSegment) -> None:
         seq = line.sequence

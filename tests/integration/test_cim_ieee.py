@@ -112,6 +112,6 @@ def test_cli_on_ieee123(capsys: pytest.CaptureFixture[str]) -> None:
     data = json.loads(capsys.readouterr().out)
     assert data["elements"]["topological_nodes"] == 130
     assert {s["name"]: s["normal_open"] for s in data["switches"]}["sw7"] is True
-    assert data["skipped_classes"]["OperationalLimitSet"] == 8
+    assert data["skipped_classes"]["VoltageLimit"] == 8  # current limits are read (line ratings), voltage ones not
     assert data["cim_classes"]["Analog"] == 745
     assert data["import_s"] < 5.0 and elapsed_s < 10.0
