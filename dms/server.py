@@ -20,6 +20,7 @@ from typing import Any
 
 from dms.live_state import LiveStateSource
 from dms.study import StudyManager, open_store
+from dms.switching import SwitchingService
 from scada.server import ControlCenter
 
 __all__ = ["DmsApplications"]
@@ -33,6 +34,7 @@ class DmsApplications:
         self.enabled = center.topology is not None and center.config.network is not None
         self.live: LiveStateSource | None = None
         self.studies: StudyManager | None = None
+        self.switching: SwitchingService | None = None
         self._started: list[Any] = []
         if not self.enabled:
             return
@@ -43,13 +45,19 @@ class DmsApplications:
         self._study_store = open_store(center.data_dir)
         self.studies = StudyManager(self.live.state, center.rtdb.snapshot, point_ids=point_ids,
                                     store=self._study_store)
+        studies = self.studies
+        self.switching = SwitchingService.for_center(center, live_state=self.live.state,
+                                                     study_state=lambda i: studies.get(i).state)
+        self._started.append(self.switching)
         center.add_grpc_registrar(self._register)
 
     def _register(self, server: Any) -> list[str]:
-        from dms.api import study_servicer
+        from dms.api import study_servicer, switching_servicer
 
-        assert self.studies is not None
-        return study_servicer.register(server, self.center.services, self.studies)
+        assert self.studies is not None and self.switching is not None
+        services = self.center.services
+        return [*study_servicer.register(server, services, self.studies),
+                *switching_servicer.register(server, services, self.switching)]
 
     def start(self) -> None:
         for service in self._started:

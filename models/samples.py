@@ -36,6 +36,12 @@ def relocate_station_text(text: str, data_dir: str | Path, config_dir: str | Pat
     if config_dir is not None:
         base = Path(config_dir).resolve()
         text = re.sub(r'(?m)^cim = "(.*)"$', lambda m: f'cim = "{(base / m.group(1)).as_posix()}"', text)
-    for port in sorted(set(re.findall(r"127\.0\.0\.1:(\d+)", text))):
-        text = text.replace(f"127.0.0.1:{port}", f"127.0.0.1:{free_tcp_port()}")
+    originals = sorted(set(re.findall(r"127\.0\.0\.1:(\d+)", text)))
+    mapping: dict[str, str] = {}
+    for port in originals:  # unique new ports (the OS may hand out a just-closed port twice), in one pass
+        new = str(free_tcp_port())
+        while new in mapping.values() or new in originals:
+            new = str(free_tcp_port())
+        mapping[port] = new
+    text = re.sub(r"127\.0\.0\.1:(\d+)", lambda m: f"127.0.0.1:{mapping[m.group(1)]}", text)
     return re.sub(r'(?m)^data_dir = ".*"$', f'data_dir = "{Path(data_dir).as_posix()}"', text)
