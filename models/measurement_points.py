@@ -9,6 +9,8 @@ Mapping (``measurementType`` as GridAPPS-D writes it):
   position (M_ME_TE_1, scaled integer).
 - ``PNV`` -> analog kV (phase-neutral) per phase; ``A`` -> analog A per phase; ``VA`` -> analog kW and kvar per phase;
   ``FPI`` -> single point (M_SP_TB_1). Other types are skipped (``DerivedPoints.skipped``).
+- Every tap changer with a measured position also gets a set-point ``<tap changer>.Step.Set`` (target step, scaled
+  integer M_ME_TE_1 with a direct C_SE_NB_1 command; ``Quantity.TAP_SETPOINT``): how SCADA moves the tap.
 
 Names are ``<element>.<quantity>[.T<n>][.ph_<phase>]``: ``F1-CB.Pos``, ``F1-CB.A.ph_A``, ``F1-CB.P.ph_A``,
 ``SS-BUS1.PNV.ph_B``, ``F1-RMU03-LBS1.FPI``; a tap position takes the tap changer's name (``SS-TR1-OLTC.Pos``).
@@ -18,8 +20,9 @@ always and for status points only when the element has several per-phase measure
 its terminal is on. One command per element: on its first status point in name order (gang-operated switches).
 
 IOAs, per RTU, from the RTU's ``ioa_base`` and the points sorted by name: the i-th status point gets
-``ioa_base + 1 + i`` and its command ``ioa_base + 10001 + i``; the j-th analog gets ``ioa_base + 20001 + j``. So an
-IOA changes only when a point is added or removed before it in name order.
+``ioa_base + 1 + i`` and its command ``ioa_base + 10001 + i``; the j-th analog gets ``ioa_base + 20001 + j``; the k-th
+set-point ``ioa_base + 30001 + k`` and its command ``ioa_base + 40001 + k``. So an IOA changes only when a point is
+added or removed before it in name order.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ from models.network import Measurement, NetworkModel, Phase, SwitchKind, single_
 __all__ = [
     "COMMAND_IOA_OFFSET",
     "ANALOG_IOA_OFFSET",
+    "SETPOINT_IOA_OFFSET",
+    "SETPOINT_COMMAND_IOA_OFFSET",
     "DEFAULT_IOA_BASE",
     "DerivedPoint",
     "DerivedPoints",
@@ -50,6 +55,8 @@ DEFAULT_IOA_BASE = 100_000  # keeps derived points clear of hand-written ones (u
 STATUS_BLOCK = 10_000
 COMMAND_IOA_OFFSET = 10_001
 ANALOG_IOA_OFFSET = 20_001
+SETPOINT_IOA_OFFSET = 30_001
+SETPOINT_COMMAND_IOA_OFFSET = 40_001
 
 VOLTAGE_LO_PU, VOLTAGE_HI_PU = 0.94, 1.06  # Indian distribution code: +-6 % at 11 kV
 VOLTAGE_LOLO_PU, VOLTAGE_HIHI_PU = 0.90, 1.10
@@ -63,6 +70,7 @@ class Quantity(StrEnum):
     Q_KVAR = "q_kvar"
     SWITCH_POSITION = "switch_position"  # DoubleState of a switch or capacitor
     TAP_POSITION = "tap_position"
+    TAP_SETPOINT = "tap_setpoint"  # commanded target step of a tap changer (a set-point point)
     FAULT_INDICATOR = "fault_indicator"
 
 
@@ -114,7 +122,7 @@ class DerivedPoint:
     control_address: int | None
     limits: tuple[float | None, float | None, float | None, float | None, float] | None  # lolo, lo, hi, hihi, db
     state_alarms: tuple[tuple[int, str, str], ...]  # (value, priority name, text)
-    initial: float  # initial status (DoubleState / 0-1) for the simulator's profile
+    initial: float  # initial status (DoubleState / 0-1; a set-point: the tap step) for the simulator's profile
     binding: MeasurementBinding
 
 
@@ -243,6 +251,18 @@ def derive_measurement_points(model: NetworkModel, claims: Sequence[RtuEquipment
                 raw.append((rtu, f"{el.name}.P{term}{ph}", bind(Quantity.P_KW, p), el, m))
                 raw.append((rtu, f"{el.name}.Q{term}{ph}", bind(Quantity.Q_KVAR, p), el, m))
 
+    # One set-point per tap changer whose position is measured, on the RTU of its (first) position point.
+    tap_by_mrid = {t.mrid: t for t in model.tap_changers}
+    has_setpoint: set[str] = set()
+    for rtu, _name, b, el, m in sorted(raw, key=lambda r: r[1]):
+        tap = tap_by_mrid.get(b.tap_changer_mrid or "")
+        if b.quantity is not Quantity.TAP_POSITION or tap is None or tap.mrid in has_setpoint:
+            continue
+        has_setpoint.add(tap.mrid)
+        raw.append((rtu, f"{tap.name}.Step.Set", MeasurementBinding(
+            m.mrid, m.name, m.measurement_type, Quantity.TAP_SETPOINT, tap.phases, el.mrid, el.name, el.cim_class,
+            None, tap.bus, tap.mrid), el, m))
+
     seen: dict[str, str] = {}
     for _rtu, name, b, _el, _m in raw:
         if name in seen:
@@ -254,15 +274,25 @@ def derive_measurement_points(model: NetworkModel, claims: Sequence[RtuEquipment
     for claim in claims:
         mine = sorted((r for r in raw if r[0] == claim.rtu), key=lambda r: r[1])
         status = [r for r in mine if r[2].quantity in (Quantity.SWITCH_POSITION, Quantity.FAULT_INDICATOR)]
-        analog = [r for r in mine if r not in status]
+        setpoints = [r for r in mine if r[2].quantity is Quantity.TAP_SETPOINT]
+        analog = [r for r in mine if r not in status and r not in setpoints]
         if len(status) >= STATUS_BLOCK:
             raise ConfigError(f"RTU {claim.rtu!r}: {len(status)} derived status points, at most {STATUS_BLOCK - 1}")
+        if setpoints and len(analog) >= STATUS_BLOCK:
+            raise ConfigError(f"RTU {claim.rtu!r}: {len(analog)} derived analogs run into its set-point IOAs "
+                              f"(at most {STATUS_BLOCK - 1} beside set-points)")
         controlled: set[str] = set()
         base = base_of[claim.rtu]
         for i, (rtu, name, b, el, m) in enumerate(status):
             out.append(_status_point(rtu, name, b, el, m, base + 1 + i, base + COMMAND_IOA_OFFSET + i, controlled))
         for j, (rtu, name, b, el, m) in enumerate(analog):
             out.append(_analog_point(model, rtu, name, b, el, m, base + ANALOG_IOA_OFFSET + j))
+        for k, (rtu, name, b, el, _m) in enumerate(setpoints):
+            tap = tap_by_mrid[b.tap_changer_mrid or ""]
+            out.append(DerivedPoint(rtu, name, "setpoint", "M_ME_TE_1", base + SETPOINT_IOA_OFFSET + k, "step",
+                                    el.mrid, None, f"target step of tap changer {tap.name} ({tap.low_step}.."
+                                    f"{tap.high_step}) on {el.cim_class} {el.name}",
+                                    base + SETPOINT_COMMAND_IOA_OFFSET + k, None, (), float(tap.step), b))
     return DerivedPoints(tuple(out), tuple(skipped))
 
 

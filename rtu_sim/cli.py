@@ -33,6 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="kind of the --fault faults (default three_phase)")
     p.add_argument("--physics-period", type=float, default=5.0, metavar="S",
                    help="rerun the grid power flow every S seconds (default 5; also after every switching)")
+    p.add_argument("--flow", default="balanced", choices=["balanced", "three_phase"],
+                   help="grid physics power flow: balanced (pandapower) or three_phase (unbalanced, per-phase values)")
+    p.add_argument("--instant-operate", action="store_true",
+                   help="switches move at once (no breaker 0.08 s / load-break 1.5 s / disconnector 3 s travel)")
     p.add_argument("--no-physics", action="store_true",
                    help="do not drive measurement points from a power flow of the [network] model")
     p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -55,13 +59,16 @@ def main(argv: list[str] | None = None) -> int:
     from models.config import load_station_config
     from models.samples import sample_station_path
     from rtu_sim.control_socket import ControlSocketServer
-    from rtu_sim.grid_driver import PhysicsSettings
+    from rtu_sim.grid_driver import INSTANT_OPERATE, OperateTimes, PhysicsSettings
+    from rtu_sim.physics import FlowMethod
     from rtu_sim.simulator import RtuSimulator
 
     try:
         config = load_station_config(args.config or sample_station_path())
         faults = [_parse_fault(f) for f in args.fault]
-        physics: PhysicsSettings | bool = False if args.no_physics else PhysicsSettings(period_s=args.physics_period)
+        physics: PhysicsSettings | bool = False if args.no_physics else PhysicsSettings(
+            period_s=args.physics_period, flow=FlowMethod(args.flow),
+            operate_times=INSTANT_OPERATE if args.instant_operate else OperateTimes())
         sim = RtuSimulator(config, args.rtu, seed=args.seed, tick_s=args.tick, physics=physics)
         if faults and sim.physics is None:
             raise SimulatorError("--fault needs grid physics: a station with a [network] model and RTUs with "
@@ -94,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.load > 0:
             print(f"  change load: {args.load:g}/s, status share {args.status_share:g}", flush=True)
         if sim.physics is not None:
-            print(f"  grid physics: {sim.physics.model.name!r}, flow every {args.physics_period:g} s", flush=True)
+            print(f"  grid physics: {sim.physics.model.name!r}, {args.flow} flow every {args.physics_period:g} s",
+                  flush=True)
         started = time.monotonic()
         for line, at_s in sorted(faults, key=lambda f: f[1]):
             if stop.wait(max(0.0, started + at_s - time.monotonic())):

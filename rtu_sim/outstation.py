@@ -140,6 +140,13 @@ class Outstation(ABC):
         # Called (outside the locks, on the library's thread) after a command changed a status point: the grid
         # physics follows the switch this way. Must not raise; must not call back into the library.
         self.on_command_applied: Callable[[PointDef, float], None] | None = None
+        # Set by the grid physics (called on the library's thread, must not raise): ``operate_time_s`` gives a double
+        # point's mechanism travel time (0: it moves at once; while it travels the point reads INTERMEDIATE and
+        # further commands are refused BLOCKED); ``command_check`` refuses a command value as INVALID (a tap step
+        # out of range).
+        self.operate_time_s: Callable[[PointDef], float] | None = None
+        self.command_check: Callable[[PointDef, float], bool] | None = None
+        self._moving: dict[int, threading.Timer] = {}  # slot index -> the end of its travel
 
         self.slots = [Slot(i, p, s) for i, (p, s) in enumerate(zip(points, sims, strict=True))]
         self._by_name = {s.point.name: s for s in self.slots}
@@ -266,6 +273,10 @@ class Outstation(ABC):
 
     def close(self) -> None:
         """Stop every link and release the library's objects. Idempotent; the outstation cannot start again."""
+        with self._lock:
+            moving, self._moving = list(self._moving.values()), {}
+        for timer in moving:
+            timer.cancel()
         self.stop()
         with self._io_lock:
             if not self._closed:
@@ -324,6 +335,12 @@ class Outstation(ABC):
         with self._lock:
             return s.forced
 
+    def travelling(self, name: str) -> bool:
+        """True while the point's device is moving after an operate (it reads INTERMEDIATE)."""
+        s = self.slot(name)
+        with self._lock:
+            return s.index in self._moving
+
     def release(self, name: str) -> None:
         """Let the load curve drive a point again after set_value; the measurement is healthy again."""
         s = self.slot(name)
@@ -344,6 +361,9 @@ class Outstation(ABC):
         stamp = now_ms() if time_ms is None else time_ms
         prot = self._protection_slots(s)
         with self._lock:
+            travel = self._moving.pop(s.index, None)
+            if travel is not None:  # the relay wins over a mechanism still travelling
+                travel.cancel()
             for p in prot:  # the relay operates first, then the breaker opens: same ms, relay reported first
                 self._change(p, 1.0, p.quality, stamp, Cause.SPONTANEOUS)
             self._change(s, float(DoubleState.OFF), s.quality, stamp, Cause.SPONTANEOUS)
@@ -416,7 +436,7 @@ class Outstation(ABC):
         with self._lock:
             if self._local:
                 answer = CommandAnswer.LOCAL
-            elif s.index in self._blocked:
+            elif s.index in self._blocked or s.index in self._moving:
                 answer = CommandAnswer.BLOCKED
             else:
                 return CommandAnswer.ACCEPTED
@@ -450,20 +470,53 @@ class Outstation(ABC):
         else:
             raw = float(int(command_value)) if ctype is ControlType.SETPOINT_SCALED else float(command_value)
             new = raw * p.scale + p.offset
+        check = self.command_check
+        if check is not None and not check(p, new):
+            with self._lock:
+                self._refused += 1
+            log.info("RTU %r: command on %r refused: value %g out of the device's range", self.name, p.name, new)
+            return CommandAnswer.INVALID
+        timing = self.operate_time_s
+        travel_s = timing(p) if timing is not None and p.kind is PointKind.DOUBLE else 0.0
         with self._lock:
             self._executed += 1
             if p.kind is PointKind.COMMAND or not s.monitored:
                 return CommandAnswer.ACCEPTED  # pulse command without status feedback
-            closing = p.kind is PointKind.DOUBLE and new == DoubleState.ON and s.value != DoubleState.ON
-            if closing:  # closing the breaker resets its latched protection-trip indication
-                for prot in self._protection_slots(s):
-                    if prot.value:
-                        self._change(prot, 0.0, prot.quality, stamp, Cause.SPONTANEOUS)
-            self._change(s, new, s.quality, stamp, Cause.RETURN_REMOTE)
+            if travel_s > 0 and s.value != new:
+                # The mechanism travels: INTERMEDIATE now, the new position (and the physics) after travel_s.
+                self._change(s, float(DoubleState.INTERMEDIATE), s.quality, stamp, Cause.RETURN_REMOTE)
+                timer = threading.Timer(travel_s, self._end_travel, args=(s, new))
+                timer.daemon = True
+                self._moving[s.index] = timer
+                timer.start()
+                return CommandAnswer.ACCEPTED
+            self._apply_operate(s, new, stamp)
         hook = self.on_command_applied
         if hook is not None:
             hook(p, new)
         return CommandAnswer.ACCEPTED
+
+    def _apply_operate(self, s: Slot, new: float, stamp: int) -> None:
+        """The commanded state is reached. Caller holds ``_lock``."""
+        closing = s.point.kind is PointKind.DOUBLE and new == DoubleState.ON and s.value != DoubleState.ON
+        if closing:  # closing the breaker resets its latched protection-trip indication
+            for prot in self._protection_slots(s):
+                if prot.value:
+                    self._change(prot, 0.0, prot.quality, stamp, Cause.SPONTANEOUS)
+        self._change(s, new, s.quality, stamp, Cause.RETURN_REMOTE)
+
+    def _end_travel(self, s: Slot, new: float) -> None:
+        with self._lock:
+            if self._moving.get(s.index) is not threading.current_thread():
+                return  # cancelled (tripped or closed) meanwhile
+            del self._moving[s.index]
+            self._apply_operate(s, new, now_ms())
+        hook = self.on_command_applied
+        if hook is not None:
+            try:
+                hook(s.point, new)
+            except Exception:
+                log.exception("RTU %r: applying the end of travel of %r failed", self.name, s.point.name)
 
     def count_refused(self) -> None:
         """A protocol refused a command before it reached ``execute_command`` (e.g. a malformed request)."""

@@ -1,5 +1,10 @@
-"""Grid physics behind the RTU simulators: a balanced pandapower flow of the station's CIM model with time-varying
-loads, its own switch states, faults and fault passage indicators.
+"""Grid physics behind the RTU simulators: a power flow of the station's CIM model with time-varying loads, its own
+switch, tap and capacitor states, faults and fault passage indicators.
+
+- Flow (``FlowMethod``): BALANCED is pandapower's positive-sequence flow (the default); THREE_PHASE is the
+  project's unbalanced flow (``models.three_phase_flow``) on the model with this object's switch/tap/capacitor
+  states and curve-scaled loads, so per-phase measurements read the real unbalanced values (single-phase laterals).
+- Taps: ``set_tap`` moves a tap changer (range-checked); the tap position measurements follow at the next solve.
 
 - Loads: each model load follows a daily curve (residential or commercial, drawn per load from the seed, 70/30) times
   a per-load factor (0.85-1.15, also from the seed). The flow is rerun by whoever drives this object (the
@@ -7,7 +12,7 @@ loads, its own switch states, faults and fault passage indicators.
 - Switches are pandapower bus-bus switches with a small impedance (``SWITCH_Z_OHM``): pandapower reports no flow for
   an ideal (fused) switch, and the current through a feeder breaker is what the RTU measures.
 - Dead sections: pandapower leaves isolated buses and branches NaN; they read 0 V, 0 A, 0 W here.
-- Values are three-phase balanced: a per-phase P or Q is a third of the three-phase total.
+- BALANCED values are three-phase balanced: a per-phase P or Q is a third of the three-phase total.
 - Faults: ``place_fault`` puts a fault on a line. While a faulted line is energised (a closed path to a source), the
   nearest closed Breaker/Recloser between it and the source opens (a trip) and every switch on that source -> fault
   path picks up its fault passage indicator. So closing onto a persisting fault trips again. An FPI resets on
@@ -26,17 +31,21 @@ import threading
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 import networkx as nx
 import numpy as np
 
 from models.config import LoadCurve
+from models.errors import ModelError
 from models.measurement_points import MeasurementBinding, Quantity
-from models.network import NetworkModel, SwitchKind
+from models.network import NetworkModel, Phase, SwitchKind
 from models.pandapower_net import PowerFlowError, to_pandapower
+from models.phase_model import build_phase_model
 from models.points import DoubleState
+from models.three_phase_flow import run_three_phase_powerflow
+from models.three_phase_injections import InjectionKind, build_injections
 from models.timebase import now_ms
 from models.topology import BranchKind, build_topology_graph
 from rtu_sim.curves import curve_multiplier, hour_of_day
@@ -48,16 +57,23 @@ with warnings.catch_warnings():
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FaultKind", "FaultResult", "FlowSnapshot", "GridPhysics", "PhysicsError", "SwitchEvent"]
+__all__ = ["FaultKind", "FaultResult", "FlowMethod", "FlowSnapshot", "GridPhysics", "PhaseFlows", "PhysicsError",
+           "SwitchEvent"]
 
 SWITCH_Z_OHM = 1e-3  # small enough to change no voltage visibly, large enough for pandapower to report the flow
 RESIDENTIAL_SHARE = 0.7
 LOAD_FACTOR_RANGE = (0.85, 1.15)
 _PROTECTIVE = frozenset({SwitchKind.BREAKER, SwitchKind.RECLOSER})
+_PHASE_LETTER = {int(Phase.A): "A", int(Phase.B): "B", int(Phase.C): "C", int(Phase.S1): "s1", int(Phase.S2): "s2"}
 
 
 class PhysicsError(SimulatorError):
     """An element named in a physics request does not exist, or a fault has no protective device to clear it."""
+
+
+class FlowMethod(StrEnum):
+    BALANCED = "balanced"  # pandapower, positive sequence: per-phase values are a third of the total
+    THREE_PHASE = "three_phase"  # models.three_phase_flow: real per-phase values
 
 
 class FaultKind(StrEnum):
@@ -108,19 +124,34 @@ class FlowSnapshot:
     load_q_kvar: np.ndarray
     cap_q_kvar: np.ndarray
 
+    phases: PhaseFlows | None = None  # THREE_PHASE solves only
+
     def energised(self, bus: int) -> bool:
         return bool(self.bus_v_ln_kv[bus] > 0)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class PhaseFlows:
+    """Per-phase results of a THREE_PHASE solve, keyed by model bus index and phase letter (``A``, ``B``, ``C``,
+    ``s1``, ``s2``); flows are into the element at its terminal on that bus; absent keys read 0 (dead or no such
+    phase)."""
+
+    v_ln_kv: dict[tuple[int, str], float]  # (bus, phase) -> |V| phase-neutral
+    flow: dict[tuple[str, int, str], tuple[float, float, float]]  # (element mRID, bus, phase) -> (P kW, Q kvar, I A)
 
 
 class GridPhysics:
     """The simulated grid of one network model."""
 
     def __init__(self, model: NetworkModel, *, seed: int = 0, noise_pct: float = 0.5,
-                 clock: Callable[[], float] = time.time, f_hz: float = 50.0) -> None:
+                 clock: Callable[[], float] = time.time, f_hz: float = 50.0,
+                 flow: FlowMethod = FlowMethod.BALANCED) -> None:
         if noise_pct < 0:
             raise PhysicsError(f"noise_pct must be >= 0, got {noise_pct}")
         self.model = model
         self.noise_pct = noise_pct
+        self.flow = FlowMethod(flow)
+        self._f_hz = f_hz
         self._clock = clock
         self._lock = threading.RLock()
         self._rng = random.Random(f"physics:{seed}:noise")
@@ -140,7 +171,14 @@ class GridPhysics:
         self._trafo_row = {str(n): int(i) for i, n in self._net.trafo["name"].items()}
         self._trafo_index = {t.mrid: i for i, t in enumerate(model.transformers)}
         self._load_index = {ld.mrid: i for i, ld in enumerate(model.loads)}
-        self._tap_by_mrid = {t.mrid: t for t in model.tap_changers}  # taps are fixed: no tap-changer control here
+        self._tap_index = {t.mrid: i for i, t in enumerate(model.tap_changers)} | {
+            t.name: i for i, t in enumerate(model.tap_changers)}
+        self._tap_step = np.array([t.step for t in model.tap_changers], dtype=float)
+        transformer_name = {t.mrid: t.name for t in model.transformers}
+        self._taps_of_trafo: dict[str, list[int]] = {}  # transformer name -> its tap changers (pandapower tap_pos)
+        for k, t in enumerate(model.tap_changers):
+            self._taps_of_trafo.setdefault(transformer_name.get(t.transformer_mrid, ""), []).append(k)
+        self._trafo3w_row = {str(n): int(i) for i, n in self._net.trafo3w["name"].items()}
         self._source_buses = sorted({s.bus for s in model.sources})
         # Per-load curve and factor, and which pandapower load row (one per bus) each model load belongs to.
         shape_rng = random.Random(f"physics:{seed}:loads")
@@ -164,6 +202,46 @@ class GridPhysics:
             if switch in self._cap_index:
                 return bool(self._cap_on[self._cap_index[switch]])
             return bool(self._closed[self._switch(switch)])
+
+    def tap_step(self, tap_changer: str) -> float:
+        """Present step of a tap changer (name or mRID)."""
+        with self._lock:
+            return float(self._tap_step[self._tap(tap_changer)])
+
+    def set_tap(self, tap_changer: str, step: float) -> bool:
+        """Move a tap changer (name or mRID) to ``step``; True when it moved. PhysicsError when the tap changer is
+        unknown or the step is not a whole step within its range. The flow sees it at the next ``solve``."""
+        with self._lock:
+            k = self._tap(tap_changer)
+            tap = self.model.tap_changers[k]
+            if not (math.isfinite(step) and step == round(step) and tap.low_step <= step <= tap.high_step):
+                raise PhysicsError(f"tap changer {tap.name!r}: step {step:g} is not a whole step in "
+                                   f"{tap.low_step}..{tap.high_step}")
+            if self._tap_step[k] == step:
+                return False
+            self._tap_step[k] = float(step)
+            self._apply_tap_pos(self._transformer_name_of(tap.transformer_mrid))
+            log.info("tap changer %r moved to step %g", tap.name, step)
+            return True
+
+    def _tap(self, tap_changer: str) -> int:
+        try:
+            return self._tap_index[tap_changer]
+        except KeyError:
+            raise PhysicsError(f"no tap changer {tap_changer!r} in network {self.model.name!r}") from None
+
+    def _transformer_name_of(self, mrid: str) -> str:
+        return next((t.name for t in self.model.transformers if t.mrid == mrid), "")
+
+    def _apply_tap_pos(self, transformer: str) -> None:
+        """pandapower keeps one tap_pos per unit: the mean of its per-phase steps (models.pandapower_net)."""
+        steps = self._tap_step[self._taps_of_trafo.get(transformer, [])]
+        if not len(steps):
+            return
+        if transformer in self._trafo_row:
+            self._net.trafo.at[self._trafo_row[transformer], "tap_pos"] = float(steps.mean())
+        elif transformer in self._trafo3w_row:
+            self._net.trafo3w.at[self._trafo3w_row[transformer], "tap_pos"] = float(steps.mean())
 
     def fpi_picked_up(self) -> tuple[str, ...]:
         """Names of the switches whose fault passage indicator is picked up, in model order."""
@@ -322,8 +400,13 @@ class GridPhysics:
         """Run the flow for the loads at ``epoch_s`` (default: the clock) and the present switch states."""
         with self._lock:
             epoch = self._clock() if epoch_s is None else epoch_s
-            net = self._net
             mult = self.load_multipliers(epoch)
+            if self.flow is FlowMethod.THREE_PHASE:
+                snap = self._solve_three_phase(epoch, mult)
+                self._fpi_restoration(snap)
+                self._last = snap
+                return snap
+            net = self._net
             n_rows = len(net.load)
             p = np.bincount(self._load_row, weights=self._load_p_w * mult, minlength=n_rows) / 1e6
             q = np.bincount(self._load_row, weights=self._load_q_var * mult, minlength=n_rows) / 1e6
@@ -339,6 +422,111 @@ class GridPhysics:
             self._fpi_restoration(snap)
             self._last = snap
             return snap
+
+    def state_model(self, mult: np.ndarray | None = None) -> NetworkModel:
+        """The network model with this grid's switch, tap and capacitor states and loads scaled by ``mult`` (per
+        model load; default: unscaled)."""
+        with self._lock:
+            m = self.model
+            switches = tuple(
+                s if s.open == (not c) else replace(
+                    s, open=not c, phase_states=tuple(replace(ps, open=not c) for ps in s.phase_states))
+                for s, c in zip(m.switches, self._closed, strict=True))
+            taps = tuple(t if t.step == k else replace(t, step=float(k))
+                         for t, k in zip(m.tap_changers, self._tap_step, strict=True))
+            caps = tuple(c if (c.sections > 0) == bool(on) else replace(
+                c, sections=float(max(c.normal_sections, 1)) if on else 0.0)
+                for c, on in zip(m.capacitors, self._cap_on, strict=True))
+            loads = m.loads if mult is None else tuple(
+                replace(ld, p_w=ld.p_w * f, q_var=ld.q_var * f,
+                        phase_p_w=tuple((ph, v * f) for ph, v in ld.phase_p_w),
+                        phase_q_var=tuple((ph, v * f) for ph, v in ld.phase_q_var))
+                for ld, f in zip(m.loads, mult.tolist(), strict=True))
+            return replace(m, switches=switches, loads=loads, tap_changers=taps, capacitors=caps)
+
+    def _solve_three_phase(self, epoch: float, mult: np.ndarray) -> FlowSnapshot:
+        m = self.model
+        started = time.perf_counter()
+        try:
+            model = self.state_model(mult)
+            pm = build_phase_model(model, frequency_hz=self._f_hz)
+            res = run_three_phase_powerflow(model, phase_model=pm)
+        except ModelError as exc:  # not converged or cannot be set up: measurements read 0 until the next solve
+            log.warning("network %r: three-phase power flow failed: %s", m.name, exc)
+            return self._collect(epoch, False, time.perf_counter() - started, mult)
+        solve_s = time.perf_counter() - started
+        nodes = res.nodes
+        live = nodes["energised"]
+        v = np.where(live, nodes["v_v"] * np.exp(1j * np.radians(np.nan_to_num(nodes["angle_deg"]))), 0.0)
+        letters = [_PHASE_LETTER.get(int(p), "") for p in pm.node_phase]
+        buses = pm.node_bus.tolist()
+        v_kv = (np.abs(v) / 1e3).tolist()
+        v_ln = {(b, ph): x for b, ph, x in zip(buses, letters, v_kv, strict=True)}
+        bus_v = np.zeros(len(m.buses))
+        np.maximum.at(bus_v, pm.node_bus, np.abs(v) / 1e3)
+        mrid_of = {x.name: x.mrid for x in (*m.lines, *m.switches, *m.transformers)}
+        bus_of = {b.name: b.index for b in m.buses}
+        br = res.branches
+        flow: dict[tuple[str, int, str], tuple[float, float, float]] = {}
+        for e, bus, ph, p_w, q_var, i_a in zip(br["element"].tolist(), br["bus"].tolist(), br["phase"].tolist(),
+                                               (br["p_w"] / 1e3).tolist(), (br["q_var"] / 1e3).tolist(),
+                                               br["i_a"].tolist(), strict=True):
+            flow[(mrid_of.get(e, e), bus_of[bus], ph)] = (p_w, q_var, i_a)
+        # Loads: per-phase power and current at each of their nodes (a delta branch splits over its two nodes).
+        inj = build_injections(model, pm, include_ders=False).only_at(live)
+        t = inj.table
+        s_br = inj.branch_power_va(v)
+        vg = np.append(v, 0.0)
+        vab = vg[t["a"]] - vg[t["b"]]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            i_br = np.where(np.abs(vab) > 0, np.conj(s_br / vab), 0.0)
+        node_i: dict[tuple[int, int], complex] = {}
+        n = len(v)
+        for owner, kind, a, b, i in zip(t["owner"].tolist(), t["kind"].tolist(), t["a"].tolist(), t["b"].tolist(),
+                                        i_br.tolist(), strict=True):
+            if kind != InjectionKind.LOAD:
+                continue
+            node_i[(owner, a)] = node_i.get((owner, a), 0j) + i
+            if b < n:
+                node_i[(owner, b)] = node_i.get((owner, b), 0j) - i
+        load_p, load_q = np.zeros(len(m.loads)), np.zeros(len(m.loads))
+        for (owner, node), i in node_i.items():
+            s_ph = complex(v[node] * np.conj(i))
+            ld = m.loads[owner]
+            flow[(ld.mrid, buses[node], letters[node])] = (s_ph.real / 1e3, s_ph.imag / 1e3, abs(i))
+            load_p[owner] += s_ph.real / 1e3
+            load_q[owner] += s_ph.imag / 1e3
+        cap_q = np.zeros(len(m.capacitors))
+        for k, cap in enumerate(model.capacitors):
+            b_of = dict(cap.phase_b_per_section_s)
+            for node in np.flatnonzero(pm.node_bus == cap.bus).tolist():
+                ph = Phase(int(pm.node_phase[node]))
+                if not ph & cap.phases or cap.sections <= 0:
+                    continue
+                y = float(b_of.get(ph, cap.b_per_section_s) * cap.sections)
+                q = -y * float(abs(v[node])) ** 2 / 1e3  # into the element: a capacitor delivers reactive power
+                flow[(cap.mrid, cap.bus, letters[node])] = (0.0, q, y * float(abs(v[node])))
+                cap_q[k] += q
+        # Three-phase totals into the balanced-shaped arrays (energised() and anyone reading totals use them).
+        snap = self._collect(epoch, False, solve_s, mult)
+        totals = {}
+        for (mrid, bus, _ph), (p_kw, q_kvar, i_a) in flow.items():
+            acc = totals.setdefault((mrid, bus), [0.0, 0.0, 0.0])
+            acc[0] += p_kw
+            acc[1] += q_kvar
+            acc[2] = max(acc[2], i_a)
+        for arr_p, arr_q, arr_i, elements, ends in (
+                (snap.line_p_kw, snap.line_q_kvar, snap.line_i_a, m.lines, lambda x: (x.from_bus, x.to_bus)),
+                (snap.switch_p_kw, snap.switch_q_kvar, snap.switch_i_a, m.switches, lambda x: (x.from_bus, x.to_bus)),
+                (snap.trafo_p_kw, snap.trafo_q_kvar, snap.trafo_i_a, m.transformers,
+                 lambda x: (x.windings[0].bus, x.windings[-1].bus) if x.windings else (-1, -1))):
+            for k, el in enumerate(elements):
+                for end, bus in enumerate(ends(el)):
+                    acc = totals.get((el.mrid, bus))
+                    if acc is not None:
+                        arr_p[k, end], arr_q[k, end], arr_i[k, end] = acc
+        return replace(snap, converged=True, bus_v_ln_kv=bus_v, load_p_kw=load_p, load_q_kvar=load_q, cap_q_kvar=cap_q,
+                       phases=PhaseFlows(v_ln, flow))
 
     def _run(self, net: pp.pandapowerNet) -> bool:
         # Warm start only on an unchanged topology: after re-energising a section its previous results are NaN.
@@ -433,9 +621,15 @@ class GridPhysics:
         if q is Quantity.FAULT_INDICATOR:
             i = self._switch_index.get(b.element_mrid)
             return 1.0 if i is not None and i in self._fpi else 0.0
-        if q is Quantity.TAP_POSITION:
-            tap = self._tap_by_mrid.get(b.tap_changer_mrid or "")
-            return float(tap.step) if tap is not None else 0.0
+        if q in (Quantity.TAP_POSITION, Quantity.TAP_SETPOINT):  # taps move at once: the target is the position
+            k = self._tap_index.get(b.tap_changer_mrid or "")
+            return float(self._tap_step[k]) if k is not None else 0.0
+        if snap.phases is not None and b.bus is not None:
+            ph = _PHASE_LETTER.get(int(b.phase), "")
+            if q is Quantity.VOLTAGE_KV:
+                return snap.phases.v_ln_kv.get((b.bus, ph), 0.0)
+            p, qq, i_a = snap.phases.flow.get((b.element_mrid, b.bus, ph), (0.0, 0.0, 0.0))
+            return {Quantity.P_KW: p, Quantity.Q_KVAR: qq}.get(q, i_a)
         if q is Quantity.VOLTAGE_KV:
             return float(snap.bus_v_ln_kv[b.bus]) if b.bus is not None else 0.0
         p, qq, i_a = self._element_flow(b, snap)

@@ -145,7 +145,9 @@ class RtuSimulator:
 
         if not isinstance(settings, PhysicsSettings):
             settings = PhysicsSettings()
-        driver = PhysicsDriver(GridPhysics(model, seed=seed, noise_pct=settings.noise_pct), bound, settings)
+        f_hz = settings.frequency_hz or self.config.frequency_hz
+        driver = PhysicsDriver(GridPhysics(model, seed=seed, noise_pct=settings.noise_pct, f_hz=f_hz,
+                                           flow=settings.flow), bound, settings)
         driver.initialise()
         return driver
 
@@ -302,6 +304,15 @@ class RtuSimulator:
             raise PhysicsError(f"unknown fault kind {kind!r} (expected: "
                                f"{', '.join(k.value for k in FaultKind)})") from None
         return self._require_driver().place_fault(line, fault_kind)
+
+    def set_tap(self, tap_changer: str, step: float) -> bool:
+        """Move a tap changer (name or mRID) in the physics, as a local tap-up/down would; the tap position and
+        set-point points follow at the re-solve. False when it is already there; PhysicsError when the tap changer
+        is unknown or the step is not a whole step in its range."""
+        driver = self._require_driver()
+        moved = driver.physics.set_tap(tap_changer, step)
+        driver.request_solve()
+        return moved
 
     def clear_fault(self, line: str | None = None) -> tuple[str, ...]:
         """Remove a line's fault (None: all); returns the lines cleared. Tripped devices stay open."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from models.points import ControlType, PointDef, TimeSource
+from models.points import ControlMode, ControlType, PointDef, TimeSource
 
 #: Event-driven protocols report each change with the device's time; Modbus is polled.
 TIME_SOURCE = {"iec104": TimeSource.FIELD, "dnp3": TimeSource.FIELD, "modbus": TimeSource.POLL,
@@ -51,7 +51,8 @@ def describe_address(p: PointDef) -> str:
 class DerivedAddress:
     """Where a CIM-derived point lives on its RTU's protocol (``models.measurement_points`` numbers them for IEC 104).
 
-    ``address``/``reference``: the monitored object; ``control_*``: its command object, if the point has one."""
+    ``address``/``reference``: the monitored object; ``control_*``: its command object, if the point has one (a
+    derived set-point is a direct-operate scaled set-point: ``SETPOINT_CONTROL``)."""
 
     type_id: str
     address: int
@@ -59,6 +60,11 @@ class DerivedAddress:
     control_address: int | None = None
     control_reference: str = ""
     control_type: ControlType = ControlType.DOUBLE
+    control_mode: ControlMode = ControlMode.SELECT_BEFORE_OPERATE
+
+
+#: How every derived set-point (a tap changer's target step) is commanded.
+SETPOINT_CONTROL = {"control_type": ControlType.SETPOINT_SCALED, "control_mode": ControlMode.DIRECT}
 
 
 class OptionReader:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from models.measurement_points import DerivedPoint
 from models.points import ControlType, PointDef, PointKind
-from models.protocols import DerivedAddress, OptionReader
+from models.protocols import SETPOINT_CONTROL, DerivedAddress, OptionReader
 
 MONITOR_TYPES: dict[PointKind, frozenset[str]] = {
     PointKind.SINGLE: frozenset({"binary_input"}),
@@ -71,17 +71,23 @@ def address_keys(p: PointDef) -> list[Hashable]:
 
 
 _TYPE_OF_KIND = {"single": "binary_input", "double": "double_bit_binary_input", "analog": "analog_input",
-                 "counter": "counter"}
+                 "counter": "counter", "setpoint": "analog_output_status"}
 
 
 def assign_derived(points: Sequence[DerivedPoint]) -> list[DerivedAddress]:
-    """Indexes from 0 per object type in the derived order (status points by name, then analogs by name)."""
+    """Indexes from 0 per object type in the derived order (status points by name, then analogs, then set-points):
+    a set-point is an analog output status (g40) commanded by the analog output (g41) of its own index space."""
     next_index: dict[str, int] = {}
     out = []
     for d in points:
         t = _TYPE_OF_KIND[d.kind]
         index = next_index.get(t, 0)
         next_index[t] = index + 1
+        if d.kind == PointKind.SETPOINT.value:
+            ctl = next_index.get("analog_output", 0)
+            next_index["analog_output"] = ctl + 1
+            out.append(DerivedAddress(t, index, control_address=ctl, **SETPOINT_CONTROL))
+            continue
         ctl = None
         if d.control_address is not None:
             ctl = next_index.get("crob", 0)

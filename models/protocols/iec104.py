@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from models.measurement_points import DerivedPoint
 from models.points import ControlType, PointDef, PointKind
-from models.protocols import DerivedAddress, OptionReader
+from models.protocols import SETPOINT_CONTROL, DerivedAddress, OptionReader
 
 MONITOR_TYPES: dict[PointKind, frozenset[str]] = {
     PointKind.SINGLE: frozenset({"M_SP_NA_1", "M_SP_TB_1"}),
@@ -38,5 +38,7 @@ def address_keys(p: PointDef) -> list[Hashable]:
 
 
 def assign_derived(points: Sequence[DerivedPoint]) -> list[DerivedAddress]:
-    return [DerivedAddress(d.type_id, d.address, control_address=d.control_address, control_type=ControlType.DOUBLE)
+    return [DerivedAddress(d.type_id, d.address, control_address=d.control_address, **SETPOINT_CONTROL)
+            if d.kind == PointKind.SETPOINT.value else
+            DerivedAddress(d.type_id, d.address, control_address=d.control_address, control_type=ControlType.DOUBLE)
             for d in points]

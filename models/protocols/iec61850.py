@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from models.measurement_points import DerivedPoint, Quantity
 from models.points import ControlType, PointDef, PointKind, Quality
-from models.protocols import DerivedAddress, OptionReader
+from models.protocols import SETPOINT_CONTROL, DerivedAddress, OptionReader
 
 MONITOR_TYPES: dict[PointKind, frozenset[str]] = {
     PointKind.SINGLE: frozenset({"SPS", "SPC"}),
@@ -104,6 +104,9 @@ def assign_derived(points: Sequence[DerivedPoint]) -> list[DerivedAddress]:
                 out.append(DerivedAddress("DPS", 0, ref))
         elif q is Quantity.TAP_POSITION:
             out.append(DerivedAddress("INS", 0, f"LD0/{ln('YLTC', b.tap_changer_mrid or b.element_mrid)}.TapPos"))
+        elif q is Quantity.TAP_SETPOINT:
+            ref = f"LD0/{ln('YLTC', b.tap_changer_mrid or b.element_mrid)}.TapSet"
+            out.append(DerivedAddress("APC", 0, ref, control_address=0, control_reference=ref, **SETPOINT_CONTROL))
         else:
             mmxu = ln("MMXU", f"{b.element_mrid}:{b.terminal}")
             phase = {1: "A", 2: "B", 4: "C"}.get(int(b.phase), "A")

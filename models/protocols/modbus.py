@@ -18,7 +18,7 @@ from enum import StrEnum
 
 from models.measurement_points import DerivedPoint, Quantity
 from models.points import ControlType, PointDef, PointKind
-from models.protocols import DerivedAddress, OptionReader
+from models.protocols import SETPOINT_CONTROL, DerivedAddress, OptionReader
 
 
 class Table(StrEnum):
@@ -149,15 +149,22 @@ def address_keys(p: PointDef) -> list[Hashable]:
 
 
 #: Register map of a derived device: discrete inputs from 0 (single), input registers from 0 (double, DPI),
-#: input float32 from 1000 (analogs), holding registers from 0 (double commands).
+#: input float32 from 1000 (analogs), holding registers from 0 (double commands), holding int16 from 30000
+#: (set-points: the master writes the register the point reads back).
 ANALOG_BASE = 1000
+SETPOINT_BASE = 30_000
 
 
 def assign_derived(points: Sequence[DerivedPoint]) -> list[DerivedAddress]:
-    n = {"discrete_input": 0, "input_uint16": 0, "analog": 0, "holding": 0}
+    n = {"discrete_input": 0, "input_uint16": 0, "analog": 0, "holding": 0, "setpoint": 0}
     out = []
     for d in points:
         ctl = None
+        if d.kind == "setpoint":
+            a = SETPOINT_BASE + n["setpoint"]
+            n["setpoint"] += 1
+            out.append(DerivedAddress("holding_int16", a, control_address=a, **SETPOINT_CONTROL))
+            continue
         if d.kind == "single":
             t, a = "discrete_input", n["discrete_input"]
             n["discrete_input"] += 1

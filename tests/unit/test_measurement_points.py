@@ -10,9 +10,15 @@ from support import IEEE123, requires_reference_feeders
 
 from models.config import load_station_config, parse_station_config
 from models.errors import ConfigError
-from models.measurement_points import ANALOG_IOA_OFFSET, COMMAND_IOA_OFFSET, Quantity
+from models.measurement_points import (
+    ANALOG_IOA_OFFSET,
+    COMMAND_IOA_OFFSET,
+    SETPOINT_COMMAND_IOA_OFFSET,
+    SETPOINT_IOA_OFFSET,
+    Quantity,
+)
 from models.network import Phase
-from models.points import PointKind
+from models.points import ControlMode, ControlType, PointKind
 from models.sample_network import SAMPLE_NETWORK_PATH
 
 pytestmark = requires_reference_feeders()
@@ -49,10 +55,10 @@ def test_ieee123_one_rtu_covering_everything(tmp_path: Path) -> None:
     derived = cfg.points[1:]
     assert len({b.measurement_mrid for b in cfg.bindings if b}) == 745 + 37  # every measurement is bound
     by_type = Counter(m.measurement_type for m in model.measurements)
-    # PNV and A one point per phase measurement, VA two (P and Q), Pos one each.
+    # PNV and A one point per phase measurement, VA two (P and Q), Pos one each; a set-point per measured tap changer.
     assert Counter(p.kind for p in derived) == {PointKind.ANALOG: by_type["PNV"] + by_type["A"] + 2 * by_type["VA"] + 9,
-                                                PointKind.DOUBLE: 28}
-    assert len(derived) == 1136
+                                                PointKind.DOUBLE: 28, PointKind.SETPOINT: 7}
+    assert len(derived) == 1143
     assert [p.id for p in cfg.points] == list(range(len(cfg.points)))
     sw1 = cfg.point("sw1.Pos.ph_A")
     assert sw1.control is not None and cfg.point("sw1.Pos.ph_B").control is None  # one command per gang switch
@@ -73,6 +79,19 @@ def test_ieee123_one_rtu_covering_everything(tmp_path: Path) -> None:
     assert sw1.control.address == sw1.source.address - 1 + COMMAND_IOA_OFFSET
     analogs = sorted((x for x in derived if x.kind is PointKind.ANALOG), key=lambda x: x.name)
     assert [x.source.address for x in analogs] == [100_000 + ANALOG_IOA_OFFSET + j for j in range(len(analogs))]
+    # Tap set-points: one per tap changer (creg1a has three per-phase positions), direct C_SE_NB_1, from base + 30001.
+    setpoints = sorted((x for x in derived if x.kind is PointKind.SETPOINT), key=lambda x: x.name)
+    assert [x.name for x in setpoints] == [f"{t.name}.Step.Set" for t in sorted(model.tap_changers,
+                                                                                key=lambda t: t.name)]
+    assert [x.source.address for x in setpoints] == [100_000 + SETPOINT_IOA_OFFSET + k for k in range(7)]
+    creg1a = cfg.point("creg1a.Step.Set")
+    assert creg1a.control is not None and creg1a.control.type is ControlType.SETPOINT_SCALED
+    assert creg1a.control.mode is ControlMode.DIRECT and creg1a.source.type_id == "M_ME_TE_1"
+    assert creg1a.control.address == 100_000 + SETPOINT_COMMAND_IOA_OFFSET
+    b = cfg.binding(creg1a)
+    tap = next(t for t in model.tap_changers if t.name == "creg1a")
+    assert b is not None and b.quantity is Quantity.TAP_SETPOINT and b.tap_changer_mrid == tap.mrid
+    assert cfg.sim[creg1a.id].nominal == tap.step
 
 
 def test_two_rtus_split_by_globs_and_ioa_base(tmp_path: Path) -> None:
@@ -137,8 +156,12 @@ def test_sample_network_station() -> None:
         assert Counter(p.name.split(".")[1] for p in ied if p.kind is PointKind.ANALOG) == {"A": 3, "P": 3, "Q": 3}
     # The transformer meters: VA per phase and the tap position (its tap changer goes by the transformer's name).
     for n in (1, 2):
-        assert {p.name for p in cfg.points_of_rtu(f"MFM-TR{n}")} == {f"SS-TR{n}-OLTC.Pos"} | {
+        tap = f"SS-TR{n}-OLTC"
+        assert {p.name for p in cfg.points_of_rtu(f"MFM-TR{n}")} == {f"{tap}.Pos", f"{tap}.Step.Set"} | {
             f"SS-TR{n}.{q}.ph_{ph}" for q in "PQ" for ph in "ABC"}
+        setpoint = cfg.point(f"SS-TR{n}-OLTC.Step.Set")  # Modbus: a holding int16 written by the master, read back
+        assert setpoint.control is not None and setpoint.source.type_id == "holding_int16"
+        assert setpoint.control.address == setpoint.source.address
     assert cfg.point("F1-CB.Pos").state_alarms and not cfg.point("SS-BC.Pos").state_alarms  # BC is normally open
     assert {r.protocol.value for r in cfg.rtus} == {"iec104", "dnp3", "modbus", "iec61850"}
     frtus = [r.name for r in cfg.rtus if r.frtu]
@@ -149,10 +172,10 @@ def test_sample_network_station() -> None:
         assert {f"{rmu}-LBS1", f"{rmu}-LBS2"} <= elements(rtu, PointKind.DOUBLE)
         assert cfg.point(f"{rmu}-LBS1.Pos").control is not None
     assert "F1-RMU03-LBS1.FPI" in {p.name for p in cfg.points}
-    # Counts: RTU-SS 3 switches + 6 PNV, 6 IEDs of 10, 2 meters of 7; each FRTU 2 FPIs, 3 switch positions, 3 PNV,
-    # 6 ring currents.
+    # Counts: RTU-SS 3 switches + 6 PNV, 6 IEDs of 10, 2 meters of 8 (with the tap set-point); each FRTU 2 FPIs,
+    # 3 switch positions, 3 PNV, 6 ring currents.
     assert len(frtus) == 18 and len(ss) == 9
-    assert all(len(cfg.points_of_rtu(r)) == 14 for r in frtus) and len(cfg.points) == 9 + 60 + 14 + 18 * 14
+    assert all(len(cfg.points_of_rtu(r)) == 14 for r in frtus) and len(cfg.points) == 9 + 60 + 16 + 18 * 14
     kinds = {s.mrid: s.kind.value for s in model.switches}
     tees = [p for p in cfg.points if p.name.endswith("-TEE.Pos")]
     assert tees and all((p.control is None) == (kinds[p.element] == "Fuse") for p in tees)  # fuses: status only
