@@ -18,9 +18,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from dms.flisr.plan import FlisrMode
+from dms.flisr.service import FlisrService
 from dms.live_state import LiveStateSource
 from dms.study import StudyManager, open_store
 from dms.switching import SwitchingService
+from dms.voltvar.service import VoltVarService
+from oms.outage_records import OutageRecordStore
 from scada.server import ControlCenter
 
 __all__ = ["DmsApplications"]
@@ -29,35 +33,45 @@ log = logging.getLogger(__name__)
 
 
 class DmsApplications:
-    def __init__(self, center: ControlCenter) -> None:
+    def __init__(self, center: ControlCenter, *, flisr_mode: FlisrMode = FlisrMode.SEMI_AUTOMATIC) -> None:
         self.center = center
         self.enabled = center.topology is not None and center.config.network is not None
         self.live: LiveStateSource | None = None
         self.studies: StudyManager | None = None
         self.switching: SwitchingService | None = None
+        self.flisr: FlisrService | None = None
+        self.voltvar: VoltVarService | None = None
+        self.outages: OutageRecordStore | None = None
         self._started: list[Any] = []
+        self._stores: list[Any] = []
         if not self.enabled:
             return
         assert center.topology is not None
         config = center.config
         self.live = LiveStateSource(config, center.rtdb, center.topology)
-        point_ids = {p.name: p.id for p in config.points}
-        self._study_store = open_store(center.data_dir)
-        self.studies = StudyManager(self.live.state, center.rtdb.snapshot, point_ids=point_ids,
-                                    store=self._study_store)
+        study_store = open_store(center.data_dir)
+        self.outages = OutageRecordStore(center.data_dir / "outages.sqlite")
+        self._stores += [study_store, self.outages]
+        self.studies = StudyManager(self.live.state, center.rtdb.snapshot,
+                                    point_ids={p.name: p.id for p in config.points}, store=study_store)
         studies = self.studies
         self.switching = SwitchingService.for_center(center, live_state=self.live.state,
                                                      study_state=lambda i: studies.get(i).state)
-        self._started.append(self.switching)
+        # FLISR keeps its own pre-trip feeder loading: after a trip the tripped feeder's meter reads 0.
+        self.flisr = FlisrService.from_center(center, mode=flisr_mode, recorder=self.outages)
+        self.voltvar = VoltVarService.from_center(center, state_source=self.live.state)
+        self._started += [self.switching, self.flisr, self.voltvar]
         center.add_grpc_registrar(self._register)
 
     def _register(self, server: Any) -> list[str]:
-        from dms.api import study_servicer, switching_servicer
+        from dms.api import flisr_servicer, study_servicer, switching_servicer, voltvar_servicer
 
-        assert self.studies is not None and self.switching is not None
+        assert self.studies and self.switching and self.flisr and self.voltvar
         services = self.center.services
         return [*study_servicer.register(server, services, self.studies),
-                *switching_servicer.register(server, services, self.switching)]
+                *switching_servicer.register(server, services, self.switching),
+                *flisr_servicer.register(server, services, self.flisr),
+                *voltvar_servicer.register(server, services, self.voltvar)]
 
     def start(self) -> None:
         for service in self._started:
@@ -69,5 +83,5 @@ class DmsApplications:
                 service.stop()
             except Exception:  # one failing stop must not keep the others running
                 log.exception("stopping %s failed", type(service).__name__)
-        if self.enabled:
-            self._study_store.close()
+        for store in self._stores:
+            store.close()

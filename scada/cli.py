@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         if args.command == "demo":
-            from scada.demo import run_demo
+            from dms.demo import run_demo  # the demo shows every layer, so it lives at the top one
 
             return run_demo(data_dir=args.data_dir, fast=args.fast, report_dir=args.report_dir)
         return int(args.func(args))
