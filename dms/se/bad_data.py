@@ -22,6 +22,7 @@ class BadDataOptions:
     confidence: float = 0.99  # chi-square detection confidence
     lnr_threshold: float = 3.0  # normalised residual above which a measurement is bad
     max_removals: int = 10
+    keep_pseudo: bool = False  # never remove pseudo/virtual rows (live estimates: only telemetry can be bad data)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -29,6 +30,7 @@ class BadDataResult:
     result: WlsResult  # estimate after the removals
     measurements: MeasurementSet  # the measurements kept
     removed: tuple[str, ...]  # ids removed, in order
+    removed_residuals: tuple[float, ...]  # the normalised residual of each when it was removed
     detected: bool  # the first chi-square test failed
     chi2_threshold: float  # of the final estimate
 
@@ -62,14 +64,19 @@ def estimate_with_bad_data(estimator: ThreePhaseWls, mset: MeasurementSet, *, op
     threshold = chi_square_threshold(len(mset) - estimator.state_size, opts.confidence)
     detected = result.objective > threshold
     removed: list[str] = []
+    residuals: list[float] = []
     while result.objective > threshold and len(removed) < opts.max_removals:
         rn = normalized_residuals(result, mset)
+        if opts.keep_pseudo:
+            rn[mset.data["pseudo"]] = 0.0
         worst = int(np.argmax(rn))
         if rn[worst] <= opts.lnr_threshold:
             break
         removed.append(mset.ids[worst])
+        residuals.append(float(rn[worst]))
         mset = mset.without(np.array([worst]))
         result = estimator.estimate(mset, start=StartMode.PREVIOUS, x0=result.state)
         threshold = chi_square_threshold(len(mset) - estimator.state_size, opts.confidence)
-    return BadDataResult(result=result, measurements=mset, removed=tuple(removed), detected=detected,
+    return BadDataResult(result=result, measurements=mset, removed=tuple(removed),
+                         removed_residuals=tuple(residuals), detected=detected,
                          chi2_threshold=threshold)

@@ -24,6 +24,14 @@ class MeasurementKind(IntEnum):
     P_INJ = 2  # active power injected at a node, pu of the power base
     Q_INJ = 3  # reactive power injected at a node, pu
     TAP = 4  # regulator ratio |V regulated| / |V primary| (ideal), pu
+    # Branch kinds: ``node`` is a row of the network's branch-terminal matrix (the current into one element at one
+    # of its terminal nodes), ``node2`` that terminal's node. Power/current *into the element* at that terminal.
+    P_FLOW = 5  # active power, pu of the power base
+    Q_FLOW = 6  # reactive power, pu
+    I_MAG = 7  # current magnitude, pu (amperes x node base voltage / power base)
+
+
+BRANCH_KINDS = frozenset({MeasurementKind.P_FLOW, MeasurementKind.Q_FLOW, MeasurementKind.I_MAG})
 
 
 GRIDAPPSD_CODES: dict[str, MeasurementKind] = {
@@ -37,7 +45,7 @@ GRIDAPPSD_CODES: dict[str, MeasurementKind] = {
 MEASUREMENT_DTYPE = np.dtype([
     ("kind", np.int8),
     ("node", np.int32),  # index into the network's node list
-    ("node2", np.int32),  # second node (regulated side of a tap measurement), else == node
+    ("node2", np.int32),  # regulated side of a tap measurement, the terminal node of a branch one, else == node
     ("value", np.float64),
     ("sigma", np.float64),
     ("pseudo", np.bool_),

@@ -20,7 +20,9 @@ import scipy.sparse as sp
 from scipy.sparse.linalg import splu
 
 from dms.se.errors import DivergenceError, NotObservableError, SeError
-from dms.se.measurements import MeasurementKind, MeasurementSet
+from dms.se.measurements import BRANCH_KINDS, MeasurementKind, MeasurementSet
+
+I_FLOOR_PU = 1e-6  # |I| below which a current-magnitude row has no usable gradient (flat start: no flow)
 
 
 class StartMode(StrEnum):
@@ -37,9 +39,20 @@ class PhaseNetwork:
     vnom_angle_rad: np.ndarray  # nominal angle of each node
     reg_primary: np.ndarray  # node index of each regulator's primary side
     reg_regulated: np.ndarray  # node index of each regulator's regulated side
+    # Branch terminals (optional): row k gives the current into an element at node ``branch_node[k]`` as
+    # ``branch_matrix[k] @ V`` (pu). Branch measurements (P/Q flow, |I|) refer to these rows; they do not follow
+    # regulator ratio states (build networks with fixed taps when regulators carry branch measurements).
+    branch_matrix: sp.csr_matrix | None = None
+    branch_node: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.node_names)
+        if (self.branch_matrix is None) != (self.branch_node is None):
+            raise SeError("phase network: branch_matrix and branch_node go together")
+        if self.branch_matrix is not None and self.branch_node is not None:
+            if self.branch_matrix.shape != (len(self.branch_node), n):
+                raise SeError(f"phase network: branch matrix shape {self.branch_matrix.shape} does not match "
+                              f"{len(self.branch_node)} terminals x {n} nodes")
         if self.ybus_pu.shape != (n, n):
             raise SeError(f"phase network: Y-bus shape {self.ybus_pu.shape} does not match {n} nodes")
         if self.vnom_angle_rad.shape != (n,):
@@ -59,6 +72,7 @@ class PhaseNetwork:
 class WlsOptions:
     max_iterations: int = 20
     tolerance: float = 1e-7  # largest state update (rad / pu) at convergence
+    max_halvings: int = 0  # step halvings when a step raises the objective (0: plain Gauss-Newton)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -86,7 +100,8 @@ class ThreePhaseWls:
         self.network = network
         self.options = options or WlsOptions()
         n, p, r = network.size, network.reg_primary, network.reg_regulated
-        self._y_reg = -np.asarray(network.ybus_pu[p, r]).ravel()  # series admittance of each regulator
+        # series admittance of each regulator (indexing with empty arrays would return a matrix)
+        self._y_reg = -np.asarray(network.ybus_pu[p, r]).ravel() if len(p) else np.zeros(0, dtype=complex)
         self._reg_index = {(int(a), int(b)): k for k, (a, b) in enumerate(zip(p, r, strict=True))}
         self._delta_rows = np.concatenate([p, p, r])
         self._delta_cols = np.concatenate([p, r, p])
@@ -98,6 +113,42 @@ class ThreePhaseWls:
 
     def flat_state(self) -> np.ndarray:
         return np.concatenate([self.network.vnom_angle_rad, np.ones(self._n), np.ones(len(self._y_reg))])
+
+    def _check_branches(self, mset: MeasurementSet) -> None:
+        is_branch = np.isin(mset.data["kind"], [int(k) for k in BRANCH_KINDS])
+        if not is_branch.any():
+            return
+        nb = 0 if self.network.branch_node is None else len(self.network.branch_node)
+        rows = mset.data["node"][is_branch]
+        if rows.min() < 0 or rows.max() >= nb:
+            bad = int(np.flatnonzero(is_branch)[np.argmax((rows < 0) | (rows >= nb))])
+            raise SeError(f"branch measurement {mset.ids[bad]!r}: terminal row {mset.data['node'][bad]} is not one "
+                          f"of the network's {nb} branch terminals")
+
+    def _branch_rows(self, rows: np.ndarray, v: np.ndarray, vm: np.ndarray,
+                     kind: MeasurementKind) -> tuple[np.ndarray, sp.csr_matrix]:
+        """h and Jacobian block (without tap columns) of branch measurements on terminal ``rows``."""
+        assert self.network.branch_matrix is not None and self.network.branch_node is not None
+        a = self.network.branch_matrix[rows]
+        at = self.network.branch_node[rows]
+        m, n = len(rows), self._n
+        cur = a @ v
+        di_dth = a @ sp.diags(1j * v)
+        di_dvm = a @ sp.diags(v / vm)
+        if kind is MeasurementKind.I_MAG:
+            mag = np.abs(cur)
+            scale = np.conj(cur) / np.maximum(mag, I_FLOOR_PU)
+            block = sp.hstack([sp.diags(scale) @ di_dth, sp.diags(scale) @ di_dvm]).real
+            return mag, sp.csr_matrix(block)
+        sel = sp.csr_matrix((np.ones(m), (np.arange(m), at)), shape=(m, n))
+        vt = v[at]
+        s = vt * np.conj(cur)
+        ds_dth = sp.diags(np.conj(cur)) @ sel @ sp.diags(1j * v) + sp.diags(vt) @ di_dth.conj()
+        ds_dvm = sp.diags(np.conj(cur)) @ sel @ sp.diags(v / vm) + sp.diags(vt) @ di_dvm.conj()
+        ds = sp.hstack([ds_dth, ds_dvm])
+        if kind is MeasurementKind.P_FLOW:
+            return s.real, sp.csr_matrix(ds.real)
+        return s.imag, sp.csr_matrix(ds.imag)
 
     def _tap_columns(self, mset: MeasurementSet) -> np.ndarray:
         rows = mset.data[mset.data["kind"] == MeasurementKind.TAP]
@@ -159,6 +210,9 @@ class ThreePhaseWls:
                 h[sel] = th[nodes] - self.network.vnom_angle_rad[nodes]
                 block = sp.csr_matrix((np.ones(sel.size), (np.arange(sel.size), nodes)),
                                       shape=(sel.size, self.state_size))
+            elif kd in BRANCH_KINDS:
+                h[sel], part = self._branch_rows(nodes, v, vm, kd)
+                block = sp.hstack([part, sp.csr_matrix((sel.size, nr))])
             else:
                 h[sel] = a[tap_cols]
                 block = sp.csr_matrix((np.ones(sel.size), (np.arange(sel.size), 2 * n + tap_cols)),
@@ -181,11 +235,24 @@ class ThreePhaseWls:
         else:
             x = self.flat_state()
         tap_cols = self._tap_columns(mset)
+        self._check_branches(mset)
         z, w = mset.data["value"], 1.0 / mset.data["sigma"] ** 2
         wd = sp.diags(w)
-        for it in range(1, self.options.max_iterations + 1):
+        # Gauss-Newton, optionally with step halving: a step that raises the objective is halved (up to
+        # ``max_halvings`` times); far from the solution, flows through near-zero impedances (closed switches)
+        # overshoot. Off by default: on noisy data near the optimum it can stall the plain iteration's convergence.
+        x_old, dx, j_old, halvings = x.copy(), np.zeros_like(x), np.inf, 0
+        it = 0
+        while it < self.options.max_iterations:
             h, jac = self._evaluate(x, mset, tap_cols)
             res = z - h
+            j = float(np.sum(w * res * res))
+            if j > j_old * (1.0 + 1e-9) and halvings < self.options.max_halvings:
+                halvings += 1
+                x = x_old + dx * 0.5 ** halvings
+                continue
+            it += 1
+            halvings = 0
             gain = (jac.T @ wd @ jac).tocsc()
             try:
                 lu = splu(gain)
@@ -195,7 +262,8 @@ class ThreePhaseWls:
             dx = lu.solve(jac.T @ (w * res))
             if not np.all(np.isfinite(dx)):
                 raise NotObservableError("gain matrix is numerically singular: the state is not observable")
-            x += dx
+            x_old, j_old = x.copy(), j
+            x = x + dx
             if np.max(np.abs(dx)) < self.options.tolerance:
                 h, jac = self._evaluate(x, mset, tap_cols)
                 res = z - h
