@@ -21,6 +21,7 @@ from typing import Any
 from dms.flisr.plan import FlisrMode
 from dms.flisr.service import FlisrService
 from dms.live_state import LiveStateSource
+from dms.se.realtime import RealtimeEstimator
 from dms.study import StudyManager, open_store
 from dms.switching import SwitchingService
 from dms.voltvar.service import VoltVarService
@@ -42,33 +43,38 @@ class DmsApplications:
         self.flisr: FlisrService | None = None
         self.voltvar: VoltVarService | None = None
         self.outages: OutageRecordStore | None = None
+        self.estimator: RealtimeEstimator | None = None
         self._started: list[Any] = []
         self._stores: list[Any] = []
         if not self.enabled:
             return
         assert center.topology is not None
         config = center.config
-        self.live = LiveStateSource(config, center.rtdb, center.topology)
+        self.estimator = RealtimeEstimator.for_center(center)
+        # loads from the estimate when there is one (else feeder-metered model loads) for studies and Volt/VAR
+        self.live = LiveStateSource(config, center.rtdb, center.topology, load_estimates=self.estimator.load_estimates)
         study_store = open_store(center.data_dir)
         self.outages = OutageRecordStore(center.data_dir / "outages.sqlite")
         self._stores += [study_store, self.outages]
         self.studies = StudyManager(self.live.state, center.rtdb.snapshot,
-                                    point_ids={p.name: p.id for p in config.points}, store=study_store)
+                                    point_ids={p.name: p.id for p in config.points}, store=study_store,
+                                    estimate=self.estimator.latest)
         studies = self.studies
         self.switching = SwitchingService.for_center(center, live_state=self.live.state,
                                                      study_state=lambda i: studies.get(i).state)
         # FLISR keeps its own pre-trip feeder loading: after a trip the tripped feeder's meter reads 0.
         self.flisr = FlisrService.from_center(center, mode=flisr_mode, recorder=self.outages)
         self.voltvar = VoltVarService.from_center(center, state_source=self.live.state)
-        self._started += [self.switching, self.flisr, self.voltvar]
+        self._started += [self.estimator, self.switching, self.flisr, self.voltvar]
         center.add_grpc_registrar(self._register)
 
     def _register(self, server: Any) -> list[str]:
-        from dms.api import flisr_servicer, study_servicer, switching_servicer, voltvar_servicer
+        from dms.api import flisr_servicer, se_servicer, study_servicer, switching_servicer, voltvar_servicer
 
-        assert self.studies and self.switching and self.flisr and self.voltvar
+        assert self.studies and self.switching and self.flisr and self.voltvar and self.estimator
         services = self.center.services
-        return [*study_servicer.register(server, services, self.studies),
+        return [*se_servicer.register(server, services, self.estimator),
+                *study_servicer.register(server, services, self.studies),
                 *switching_servicer.register(server, services, self.switching),
                 *flisr_servicer.register(server, services, self.flisr),
                 *voltvar_servicer.register(server, services, self.voltvar)]

@@ -17,7 +17,14 @@ from dms.api.protos import study_pb2_grpc as pb_grpc
 from dms.api.servicing import DmsServicerBase, handled
 from dms.flow_check import FlowCheck
 from dms.study import EditKind, RunKind, StudyCase, StudyEdit, StudyError, StudyManager, compare_states
-from dms.study.runners import Runner, flisr_runner, power_flow_runner
+from dms.study.runners import (
+    Runner,
+    flisr_runner,
+    power_flow_runner,
+    reconfiguration_runner,
+    state_estimation_runner,
+    voltvar_runner,
+)
 from models.config import OperatorConfig
 from models.timebase import now_ms
 from scada.auth import Permission
@@ -65,16 +72,32 @@ def to_jsonable(obj: Any, *, depth: int = 0) -> Any:
 
 
 def _details(result: Any) -> list[str]:
+    """The result in lines: violations, FLISR steps, reconfiguration sequence, Volt/VAR actions or bad data."""
     if isinstance(result, FlowCheck):
         return [v.text() for v in result.violations]
+    notes = [str(n) for n in getattr(result, "notes", ())]
     steps = getattr(result, "steps", None)
     if steps:
-        return [f"{s.number}. {getattr(s.action, 'value', s.action)} {s.switch}: {s.reason}" for s in steps] + \
-            list(getattr(result, "notes", ()))
-    return list(getattr(result, "notes", ()))
+        return [f"{s.number}. {getattr(s.action, 'value', s.action)} {s.switch}: {s.reason}" for s in steps] + notes
+    sequence = getattr(result, "sequence", None)
+    if sequence:
+        return [f"{s.number}. {getattr(s.action, 'value', s.action)} {s.element} ({getattr(s.mode, 'value', s.mode)})"
+                f": losses {s.losses_mw * 1e3:.1f} kW" for s in sequence] + notes
+    actions = getattr(result, "actions", None)
+    if actions:
+        return [a.text() for a in actions] + [str(getattr(result, "message", ""))]
+    bad = getattr(result, "bad_data", None)
+    if bad:
+        return [f"bad data {b.measurement}: reads {b.value:.4g}, estimate {b.estimate:.4g}, normalised residual "
+                f"{b.normalized_residual:.1f}" for b in bad] + notes
+    return notes
 
 
 def _voltages(result: Any) -> list[pb.NodeVoltage]:
+    nodes = getattr(result, "nodes", None)
+    if isinstance(nodes, np.ndarray) and nodes.dtype.names and "observable" in nodes.dtype.names:  # an estimate
+        return [pb.NodeVoltage(bus=str(n["bus"]), phase=str(n["phase"]), v_pu=float(n["v_pu"]),
+                               energised=bool(n["observable"])) for n in nodes]
     flow = getattr(result, "flow", None)
     if flow is None:
         return []
@@ -87,9 +110,14 @@ class StudyServicer(DmsServicerBase, pb_grpc.StudyServiceServicer):
                  runners: dict[RunKind, RunnerFactory] | None = None) -> None:
         super().__init__(services)
         self.manager = manager
+        config = services.config
         self.runners: dict[RunKind, RunnerFactory] = {
             RunKind.POWER_FLOW: lambda req: ("", power_flow_runner()),
             RunKind.FLISR: lambda req: (f"fault on {req.fault_line}", flisr_runner(req.fault_line)),
+            RunKind.STATE_ESTIMATION: lambda req: ("study measurements", state_estimation_runner(config)),
+            RunKind.RECONFIGURATION: lambda req: (f"objective {req.objective or 'losses'}",
+                                                  reconfiguration_runner(req.objective)),
+            RunKind.VOLT_VAR: lambda req: (f"objective {req.objective or 'losses'}", voltvar_runner(req.objective)),
             **(runners or {}),
         }
 
