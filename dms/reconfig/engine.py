@@ -46,6 +46,9 @@ class ReconfigOptions:
     polish: bool = True
     polish_time_limit_s: float = 60.0
     max_exchange_passes: int = 20
+    # Switching has a cost (crew or wear, a transient loop): a configuration must improve the objective by at least
+    # this share of its present value to be proposed.
+    min_gain_pct: float = 0.5
 
     def __post_init__(self) -> None:
         if not 0 < self.v_low_pu < self.v_high_pu:
@@ -208,6 +211,11 @@ def reconfigure(net: pp.pandapowerNet, options: ReconfigOptions = DEFAULT_OPTION
     if not (final_op.feasible and better(final_op, before, options.objective)):
         final_closed, final_op = present, before
         notes.append("the present configuration is the best found")
+    elif before.converged and (gain := _gain_pct(before, final_op, options.objective)) < options.min_gain_pct:
+        notes.append(f"the best configuration found (open {', '.join(sorted(final_op.open_set))}) improves the "
+                     f"{options.objective.value} objective by only {gain:.2f} % (< {options.min_gain_pct:g} %): "
+                     "not worth the switching; the present configuration is kept")
+        final_closed, final_op = present, before
     t2 = time.perf_counter()
     sequence = plan_sequence(ev, present, final_closed) if not np.array_equal(final_closed, present) else ()
     sequence_s = time.perf_counter() - t2
@@ -219,6 +227,14 @@ def reconfigure(net: pp.pandapowerNet, options: ReconfigOptions = DEFAULT_OPTION
     return ReconfigResult(problem.name, options.objective, ALGORITHM, before, final_op, milp_op, to_open, to_close,
                           sequence, tuple(exchanges), len(problem.candidates), iterations, status, milp_s, polish_s,
                           sequence_s, time.perf_counter() - started, ev.evaluations, tuple(notes))
+
+
+def _gain_pct(before: Operating, after: Operating, objective: Objective) -> float:
+    if objective is Objective.LOSSES:
+        old, new = before.losses_mw, after.losses_mw
+    else:
+        old, new = before.max_feeder_measure, after.max_feeder_measure
+    return 100.0 * (old - new) / old if old > 0 else 0.0
 
 
 def _progress(on_progress: Callable[[str], None] | None, msg: str) -> None:
