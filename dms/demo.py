@@ -26,6 +26,9 @@ from rich.table import Table
 
 from dms.api.client import DmsClient
 from dms.api.protos import flisr_pb2 as flisr_pb
+from dms.api.protos import se_pb2 as se_pb
+from dms.api.protos import study_pb2 as study_pb
+from dms.api.protos import voltvar_pb2 as vv_pb
 from dms.flisr.plan import FlisrMode
 from dms.server import DmsApplications
 from models.config import StationConfig, load_station_config
@@ -235,6 +238,27 @@ def _supply_table(model: NetworkModel, colouring: pb.Colouring, title: str) -> T
     return table
 
 
+def protocol_of_point(config: StationConfig, name: str) -> str:
+    return next((p.source.frontend for p in config.points if p.name == name), "?")
+
+
+def _estimate_table(operator: ScadaClient, est: Any) -> Table:
+    """Estimated against measured busbar voltages (every measured bus, phase A)."""
+    by_node = {(n.bus, n.phase): n for n in est.nodes}
+    table = Table(title="State estimate at the measured busbars (phase A)", title_justify="left")
+    for col in ("bus", "measured kV", "estimated kV", "sigma kV"):
+        table.add_column(col, justify="left" if col == "bus" else "right")
+    names = [d.name for d in operator.list_points(".PNV.ph_A")]
+    for v in operator.read(names):
+        bus = v.name.split(".PNV")[0]
+        node = by_node.get((bus.upper(), "A")) or by_node.get((bus, "A"))
+        if node is None:
+            continue
+        table.add_row(bus, f"{v.value:.3f}", f"{node.v_kv:.3f}", f"{node.v_sigma_pu * node.v_kv / node.v_pu:.3f}"
+                      if node.v_pu else "-")
+    return table
+
+
 def _flisr_table(run: Any, protocol_of: dict[str, str]) -> Table:
     plan = run.plan
     fault = plan.fault
@@ -327,9 +351,33 @@ def _run(folder: Path, report: Path, pause: float, stack: contextlib.ExitStack) 
                                 f"{model.name}: normal state"))
     time.sleep(pause)
 
-    _step(4, f"A cable fault on {FAULT_LINE}: protection trips {FEEDER_CB}, fault passage indicators pick up, "
-             "FLISR (automatic mode) locates, isolates and restores")
+    _step(4, "Real-time state estimation: three-phase WLS on the live measurements, bad data caught")
     dms_client = stack.enter_context(DmsClient(address, ops["operator"]))
+    est = dms_client.se.RunEstimate(se_pb.SeRunEstimateRequest())
+    if not est.converged:
+        raise DemoError(f"the state estimate did not converge: {est.error}")
+    console.print(_estimate_table(operator, est))
+    console.print(f"{est.telemetered} telemetered of {est.measurements} measurements (the rest load pseudo-"
+                  f"measurements scaled to the feeder meters and zero injections); losses {est.loss_p_w / 1e3:.0f} "
+                  f"kW; chi-square {est.objective:.0f} (threshold {est.chi2_threshold:.0f}): "
+                  f"{'passed' if est.chi2_passed else 'FAILED'}; {est.solve_ms:.0f} ms")
+    summary.add("state estimate: nodes, solve time", f"{len(est.nodes)} nodes, {est.solve_ms:.0f} ms")
+    wrong = "F3-CB.A.ph_B"
+    true_a = operator.read([wrong])[0].value
+    sim.set_value(wrong, round(true_a * 2.5, 1))
+    _wait(lambda: abs(operator.read([wrong])[0].value - true_a * 2.5) < 1, 15, f"the corrupted {wrong}")
+    est = dms_client.se.RunEstimate(se_pb.SeRunEstimateRequest())
+    for bad in est.bad_data:
+        console.print(f"  bad data: [yellow]{bad.measurement}[/] reads {bad.value:.0f}, estimate {bad.estimate:.0f} "
+                      f"(normalised residual {bad.normalized_residual:.0f}): flagged "
+                      f"{'|'.join(operator.read([bad.measurement])[0].quality_names)} and alarmed")
+    if wrong not in {b.measurement for b in est.bad_data}:
+        raise DemoError(f"the estimator did not identify the corrupted {wrong}")
+    sim.release(wrong)
+    time.sleep(pause)
+
+    _step(5, f"A cable fault on {FAULT_LINE}: protection trips {FEEDER_CB}, fault passage indicators pick up, "
+             "FLISR (automatic mode) locates, isolates and restores")
     with operator.watch_colouring() as topo_stream, operator.stream_alarms() as alarm_stream:
         raised: list[Any] = []
         updates: list[tuple[Any, int]] = []
@@ -403,7 +451,7 @@ def _run(folder: Path, report: Path, pause: float, stack: contextlib.ExitStack) 
     console.print(f"F1 now carries F2's tail: F1-CB currents {' / '.join(f'{x:.0f}' for x in values.values())} A")
     time.sleep(pause)
 
-    _step(5, "Topology interlocks refuse unsafe switching before anything reaches the field")
+    _step(6, "Topology interlocks refuse unsafe switching before anything reaches the field")
     for what, point in ((f"close the F3-F4 tie {FOREIGN_TIE}", f"{FOREIGN_TIE}.Pos"),
                         (f"close {ISOLATE[0]} onto the faulted section FLISR marked", f"{ISOLATE[0]}.Pos")):
         try:
@@ -412,7 +460,34 @@ def _run(folder: Path, report: Path, pause: float, stack: contextlib.ExitStack) 
         except ClientError as exc:
             console.print(f"  {what}: [yellow]{exc.code.name}[/] {exc.message}")
 
-    _step(6, "Export the reconfiguration to GIS / energy accounting as a CIM difference")
+    _step(7, "Planning: an engineer studies the restored network; Volt/VAR lowers demand in real time")
+    engineer = stack.enter_context(DmsClient(address, ops["engineer"]))
+    case = engineer.study.OpenStudy(study_pb.OpenStudyRequest(name="F2 repair: best open points meanwhile"))
+    run = engineer.study.RunStudy(study_pb.RunStudyRequest(id=case.id, kind=study_pb.RUN_KIND_RECONFIGURATION,
+                                                           objective="losses"))
+    console.print(f"study {case.id} ({case.name}), reconfiguration: {run.summary}")
+    for line in run.details[:8]:
+        console.print(f"  {line}")
+    summary.add("study: reconfiguration of the restored network (MILP + AC polish)", f"{run.elapsed_ms / 1e3:.1f} s")
+    proposal = dms_client.voltvar.Propose(vv_pb.VoltVarProposeRequest(objective=vv_pb.VOLTVAR_OBJECTIVE_CVR))
+    console.print(f"Volt/VAR (conservation voltage reduction) on the real-time state: {proposal.message}")
+    console.print(f"  before: demand {proposal.before.demand_kw:.0f} kW, |V| {proposal.before.v_min_pu:.3f}-"
+                  f"{proposal.before.v_max_pu:.3f} pu; after: demand {proposal.after.demand_kw:.0f} kW, |V| "
+                  f"{proposal.after.v_min_pu:.3f}-{proposal.after.v_max_pu:.3f} pu")
+    if proposal.actions and proposal.verified:
+        done = dms_client.voltvar.Execute(vv_pb.VoltVarExecuteRequest(proposal_id=proposal.id))
+        for r in done.results:
+            status = vv_pb.VoltVarActionStatus.Name(r.status).removeprefix("VOLTVAR_ACTION_STATUS_").lower()
+            console.print(f"  {r.action.element}: step {r.action.before:g} -> {r.action.after:g} via {r.point} "
+                          f"({protocol_of_point(config, r.point)}): {status} in {r.elapsed_ms:.0f} ms")
+        if not done.completed:
+            raise DemoError(f"Volt/VAR execution did not complete: {done.message}")
+        summary.add("Volt/VAR CVR: demand before -> after (OLTC set-points over Modbus)",
+                    f"{proposal.before.demand_kw:.0f} -> {proposal.after.demand_kw:.0f} kW")
+        console.print(_meters_table(operator))
+    time.sleep(pause)
+
+    _step(8, "Export the reconfiguration to GIS / energy accounting as a CIM difference")
     after = {s.name: s.closed for s in colouring.switches}
     before = {s.name: not s.open for s in model.switches}
     reconfig = analyse_reconfiguration(model, before, after, _now_local(), operator="operator",
@@ -422,7 +497,7 @@ def _run(folder: Path, report: Path, pause: float, stack: contextlib.ExitStack) 
     console.print(reconfig.table())
     console.print(f"CIM difference written to {diff_path}")
 
-    _step(7, "Summary")
+    _step(9, "Summary")
     stats = sim.stats()
     sent: dict[str, int] = {}
     for r in stats.rtus.values():

@@ -21,6 +21,7 @@ from typing import Any
 from dms.flisr.plan import FlisrMode
 from dms.flisr.service import FlisrService
 from dms.live_state import LiveStateSource
+from dms.reconfig.service import ReconfigService
 from dms.se.realtime import RealtimeEstimator
 from dms.study import StudyManager, open_store
 from dms.switching import SwitchingService
@@ -44,6 +45,7 @@ class DmsApplications:
         self.voltvar: VoltVarService | None = None
         self.outages: OutageRecordStore | None = None
         self.estimator: RealtimeEstimator | None = None
+        self.reconfig: ReconfigService | None = None
         self._started: list[Any] = []
         self._stores: list[Any] = []
         if not self.enabled:
@@ -65,15 +67,24 @@ class DmsApplications:
         # FLISR keeps its own pre-trip feeder loading: after a trip the tripped feeder's meter reads 0.
         self.flisr = FlisrService.from_center(center, mode=flisr_mode, recorder=self.outages)
         self.voltvar = VoltVarService.from_center(center, state_source=self.live.state)
-        self._started += [self.estimator, self.switching, self.flisr, self.voltvar]
+        self.reconfig = ReconfigService(self.live.state)  # the estimated loads, not the nominal ones
+        self._started += [self.estimator, self.switching, self.flisr, self.voltvar, self.reconfig]
         center.add_grpc_registrar(self._register)
 
     def _register(self, server: Any) -> list[str]:
-        from dms.api import flisr_servicer, se_servicer, study_servicer, switching_servicer, voltvar_servicer
+        from dms.api import (
+            flisr_servicer,
+            reconfig_servicer,
+            se_servicer,
+            study_servicer,
+            switching_servicer,
+            voltvar_servicer,
+        )
 
-        assert self.studies and self.switching and self.flisr and self.voltvar and self.estimator
+        assert self.studies and self.switching and self.flisr and self.voltvar and self.estimator and self.reconfig
         services = self.center.services
         return [*se_servicer.register(server, services, self.estimator),
+                *reconfig_servicer.register(server, services, self.reconfig),
                 *study_servicer.register(server, services, self.studies),
                 *switching_servicer.register(server, services, self.switching),
                 *flisr_servicer.register(server, services, self.flisr),
