@@ -21,7 +21,10 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout
     assert "would parallel source SS-GRID1 with source SS-GRID2" in out
-    assert "marked faulted" in out
+    assert "marked faulted by dms:flisr" in out  # FLISR marked the section it isolated
+    assert "bad data: F3-CB.A.ph_B" in out  # the estimator caught the corrupted current
+    assert "FLISR run 1" in out and "OMS outage record" in out
+    assert "via SS-TR1-OLTC.Step.Set (modbus): done" in out or "no action" in out  # Volt/VAR through SCADA
     assert "Demo complete." in out
     for name in ("voltage_profile.png", "network_normal.png", "network_fault.png", "network_restored.png"):
         assert (report / name).stat().st_size > 10_000
