@@ -28,9 +28,10 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-# Regenerate the committed gRPC/protobuf code from scada/api/protos/scada.proto.
+# Regenerate the committed gRPC/protobuf code from scada/api/protos/scada.proto and dms/api/protos/*.proto.
 proto: $(STAMP)
 	$(BIN)/python -m scada.api.codegen
+	$(BIN)/python -m dms.api.codegen
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/update_latency.py --json benchmarks/results/update_latency.json
