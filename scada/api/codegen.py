@@ -20,24 +20,17 @@ def repo_root() -> Path:
     return Path(__file__).resolve().parents[2]
 
 
-def generate(root: Path | None = None) -> list[Path]:
-    """Run grpc_tools.protoc on the proto; returns the files written. Raises RuntimeError naming the failure."""
+def compile_protos(root: Path, protos: list[Path], header: str) -> list[Path]:
+    """Run grpc_tools.protoc on ``protos`` (below ``root``, the include path) and mark the .pyi stubs generated;
+    returns the files written. Raises RuntimeError naming the failure."""
     from grpc_tools import protoc  # build-time tool only, not needed to serve
 
-    root = root or repo_root()
-    proto = root / PROTO_RELATIVE
-    if not proto.is_file():
-        raise RuntimeError(f"codegen: {proto} does not exist")
+    missing = [p for p in protos if not p.is_file()]
+    if missing or not protos:
+        raise RuntimeError(f"codegen: {', '.join(map(str, missing)) or 'no .proto file'} does not exist")
     well_known = str(files("grpc_tools") / "_proto")  # google/protobuf/*.proto shipped with grpc_tools
-    args = [
-        "grpc_tools.protoc",
-        f"-I{root}",
-        f"-I{well_known}",
-        f"--python_out={root}",
-        f"--pyi_out={root}",
-        f"--grpc_python_out={root}",
-        str(PROTO_RELATIVE),
-    ]
+    args = ["grpc_tools.protoc", f"-I{root}", f"-I{well_known}", f"--python_out={root}", f"--pyi_out={root}",
+            f"--grpc_python_out={root}", *(str(p.relative_to(root)) for p in protos)]
     # protoc resolves the proto path against -I, so it runs with the root as working directory
     cwd = os.getcwd()
     try:
@@ -46,12 +39,21 @@ def generate(root: Path | None = None) -> list[Path]:
     finally:
         os.chdir(cwd)
     if rc != 0:
-        raise RuntimeError(f"codegen: protoc failed on {proto} with exit code {rc}")
-    out_dir = proto.parent
-    stub = out_dir / "scada_pb2.pyi"
-    # pyproject excludes *_pb2*.py from ruff but not the .pyi stub; mark it generated so lint skips it too
-    stub.write_text(_STUB_HEADER + stub.read_text(encoding="utf-8"), encoding="utf-8")
-    return [out_dir / "scada_pb2.py", stub, out_dir / "scada_pb2_grpc.py"]
+        raise RuntimeError(f"codegen: protoc failed on {', '.join(p.name for p in protos)} with exit code {rc}")
+    written = []
+    for proto in protos:
+        stem = proto.with_suffix("")
+        stub = Path(f"{stem}_pb2.pyi")
+        # pyproject excludes *_pb2*.py from ruff but not the .pyi stub; mark it generated so lint skips it too
+        stub.write_text(header + stub.read_text(encoding="utf-8"), encoding="utf-8")
+        written += [Path(f"{stem}_pb2.py"), stub, Path(f"{stem}_pb2_grpc.py")]
+    return written
+
+
+def generate(root: Path | None = None) -> list[Path]:
+    """Regenerate the operator API's code; returns the files written."""
+    root = root or repo_root()
+    return compile_protos(root, [root / PROTO_RELATIVE], _STUB_HEADER)
 
 
 def main() -> int:
