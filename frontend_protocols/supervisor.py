@@ -18,6 +18,7 @@ from multiprocessing.connection import Connection
 from typing import Any, Protocol
 
 from frontend_protocols.channel import AdapterChannel, Heartbeat, Shutdown
+from models.calculated_points import CALCULATED_FRONTEND
 from models.config import StationConfig
 
 log = logging.getLogger(__name__)
@@ -45,9 +46,12 @@ class AdapterSpec:
 
 
 def adapter_specs(config: StationConfig) -> tuple[AdapterSpec, ...]:
-    """One adapter process per protocol, serving every RTU of that protocol."""
+    """One adapter process per protocol, serving every RTU of that protocol; calculated sources have none (their
+    points are written by the control centre's own applications)."""
     by_protocol: dict[str, list[str]] = {}
     for rtu in config.rtus:
+        if rtu.protocol.value == CALCULATED_FRONTEND:
+            continue
         by_protocol.setdefault(rtu.protocol.value, []).append(rtu.name)
     return tuple(AdapterSpec(f"{proto}", ADAPTER_ENTRIES[proto], tuple(rtus)) for proto, rtus in by_protocol.items())
 

@@ -3,6 +3,13 @@
 One file configures the server, the operators, the RTUs and the point list; the front ends, the simulators and the
 RTDB all load the same file, so a point's ``id`` (its position in the list) is the same in every process.
 Errors name the file, the line of the table and the field; nothing is returned half-validated.
+
+Calculated points (``models.calculated_points``): ``[calculated] state_estimate = true`` adds the internal source
+``DMS-SE`` (protocol ``calculated``: no adapter, no simulator, no address) and the state-estimation result points
+after every other point; ``stale_after_s`` (default 30 s: three runs of the estimator's default 10 s period) and
+``min_bus_kv`` (default 1 kV: voltage points for the MV/HV buses only) tune them. It needs ``[network]`` and RTUs
+with ``equipment`` (the measured elements get flow points). ``protocol = "calculated"`` cannot be given to an RTU
+in ``[[rtus]]``: the control centre makes those sources itself.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from models.calculated_points import SE_SOURCE, CalculatedPoint, derive_state_estimate_points
 from models.errors import ConfigError, ModelError
 from models.measurement_points import DEFAULT_IOA_BASE, DerivedPoint, MeasurementBinding, RtuEquipment
 from models.network import NetworkModel
@@ -49,9 +57,10 @@ class Protocol(StrEnum):
     DNP3 = "dnp3"
     MODBUS = "modbus"  # Modbus TCP
     IEC61850 = "iec61850"  # MMS client
+    CALCULATED = "calculated"  # computed in the control centre (``[calculated]``): no adapter, no field address
 
 
-#: The addressing rules of each protocol (models/protocols/).
+#: The addressing rules of each field protocol (models/protocols/); CALCULATED has none.
 PROTOCOL_MODULES: dict[Protocol, ModuleType] = {
     Protocol.IEC104: iec104_proto,
     Protocol.DNP3: dnp3_proto,
@@ -193,6 +202,7 @@ class StationConfig:
     # Parallel to ``points`` (or empty): the measurement a point was derived from, None for hand-written points.
     bindings: tuple[MeasurementBinding | None, ...] = ()
     frequency_hz: float = 50.0  # of the network model (``[network] frequency_hz``)
+    calculated: tuple[CalculatedPoint, ...] = ()  # what each calculated point carries (``[calculated]``)
 
     def binding(self, point: PointDef) -> MeasurementBinding | None:
         return self.bindings[point.id] if point.id < len(self.bindings) else None
@@ -383,6 +393,8 @@ def parse_station_config(text: str, source: str = "<config>") -> StationConfig:
     bindings: tuple[MeasurementBinding | None, ...] = ()
     if any(r.equipment for r in rtus):
         points, sims, bindings = _derived_points(top, source, loc, network, rtus, points, sims)
+    rtus, points, sims, bindings, calculated = _calculated_points(table("calculated"), network, rtus, points, sims,
+                                                                  bindings)
     top.finish()
     config = StationConfig(
         name=name,
@@ -398,6 +410,7 @@ def parse_station_config(text: str, source: str = "<config>") -> StationConfig:
         network=network,
         bindings=bindings,
         frequency_hz=frequency_hz,
+        calculated=calculated,
     )
     _check_scl_files(config, loc)
     return config
@@ -468,6 +481,9 @@ def _rtus(top: _Reader, source: str, loc: _Locator) -> tuple[RtuConfig, ...]:
         r = _Reader(source, loc, raw, f"rtus[{i}]", loc.line("rtus", i))
         name = r.get("name", str, required=True)
         protocol = r.enum("protocol", Protocol, Protocol.IEC104)
+        if protocol is Protocol.CALCULATED:
+            raise r.fail("protocol", "calculated sources are made by the control centre: use the [calculated] "
+                                     "table (e.g. state_estimate = true), not an RTU")
         addrs = r.get("addresses", list, required=True)
         if not 1 <= len(addrs) <= 2 or not all(isinstance(a, str) for a in addrs):
             raise r.fail("addresses", "must list one or two \"host:port\" strings (primary, backup)")
@@ -649,6 +665,39 @@ def _derived_points(top: _Reader, source: str, loc: _Locator, network: NetworkMo
         out_sims.append(SimProfile(nominal=d.initial))
         bindings.append(d.binding)
     return tuple(out_points), tuple(out_sims), tuple(bindings)
+
+
+def _calculated_points(r: _Reader, network: NetworkModel | None, rtus: tuple[RtuConfig, ...],
+                       points: tuple[PointDef, ...], sims: tuple[SimProfile, ...],
+                       bindings: tuple[MeasurementBinding | None, ...]
+                       ) -> tuple[tuple[RtuConfig, ...], tuple[PointDef, ...], tuple[SimProfile, ...],
+                                  tuple[MeasurementBinding | None, ...], tuple[CalculatedPoint, ...]]:
+    """``[calculated]``: the internal calculated sources and their points, appended after every field point."""
+    state_estimate = r.get("state_estimate", bool, False)
+    stale_after_s = r.positive("stale_after_s", 30.0)
+    min_bus_kv = r.positive("min_bus_kv", 1.0, allow_zero=True)
+    r.finish()
+    if not state_estimate:
+        return rtus, points, sims, bindings, ()
+    if network is None:
+        raise r.fail("state_estimate", "needs a network model: add [network] cim = \"file.xml\"")
+    if any(x.name == SE_SOURCE for x in rtus):
+        raise r.fail("state_estimate", f"the RTU name {SE_SOURCE!r} is reserved for the state-estimation source")
+    full = bindings + (None,) * (len(points) - len(bindings))
+    new_points, calculated = derive_state_estimate_points(network, full, first_id=len(points),
+                                                          stale_after_s=stale_after_s, min_bus_kv=min_bus_kv)
+    names = {p.name for p in points}
+    seen: set[str] = set()
+    for p in new_points:
+        if p.name in names:
+            raise r.fail("state_estimate", f"calculated point {p.name!r} clashes with the field point of that name")
+        if p.name in seen:
+            raise r.fail("state_estimate", f"calculated point name {p.name!r} is not unique (two network elements "
+                                           "share a name)")
+        seen.add(p.name)
+    source = RtuConfig(name=SE_SOURCE, protocol=Protocol.CALCULATED, common_address=0, addresses=())
+    return ((*rtus, source), points + new_points, sims + (SimProfile(),) * len(new_points),
+            full + (None,) * len(new_points), calculated)
 
 
 def _derived_point_def(d: DerivedPoint, addr: DerivedAddress, point_id: int, rtu: RtuConfig) -> PointDef:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from models.config import StationConfig
+from models.config import Protocol, StationConfig
 from models.points import DoubleState, PointDef, PointKind, Quality
 from models.timebase import now_ms
 from rtu_sim.errors import SimulatorError, UnknownPointError, UnknownRtuError
@@ -84,7 +84,7 @@ class RtuSimulator:
         measurements then keep their static profile)."""
         if tick_s <= 0:
             raise SimulatorError(f"tick_s must be > 0, got {tick_s}")
-        names = [r.name for r in config.rtus] if rtus is None else list(rtus)
+        names = [r.name for r in config.rtus if r.protocol is not Protocol.CALCULATED] if rtus is None else list(rtus)
         if not names:
             raise SimulatorError(f"{config.source_path}: no RTU to simulate")
         known = {r.name for r in config.rtus}
@@ -92,6 +92,10 @@ class RtuSimulator:
         if missing:
             raise UnknownRtuError(f"{config.source_path}: no RTU named {', '.join(map(repr, missing))} "
                                   f"(configured: {', '.join(sorted(known))})")
+        calculated = [n for n in names if config.rtu(n).protocol is Protocol.CALCULATED]
+        if calculated:
+            raise SimulatorError(f"{config.source_path}: {', '.join(map(repr, calculated))} is calculated in the "
+                                 "control centre, there is no field device to simulate")
         self.config = config
         self.seed = seed
         self.tick_s = tick_s

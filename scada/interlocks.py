@@ -22,6 +22,7 @@ from typing import Protocol
 
 import numpy as np
 
+from models.calculated_points import CALCULATED_FRONTEND
 from models.commands import ControlAction
 from models.measurement_points import Quantity
 from models.network import SwitchKind
@@ -61,8 +62,10 @@ class TopologyInterlocks:
         self._current_points: dict[str, list[int]] = {}
         for p in config.points:
             binding = config.binding(p)
+            # Field measurements only: a calculated current (state estimate) lags the switching it would judge.
             is_current = (binding.quantity is Quantity.CURRENT_A if binding is not None
-                          else p.kind is PointKind.ANALOG and p.units.strip().lower() in _CURRENT_UNITS)
+                          else p.kind is PointKind.ANALOG and p.units.strip().lower() in _CURRENT_UNITS
+                          and p.source.frontend != CALCULATED_FRONTEND)
             if is_current and p.element:
                 self._current_points.setdefault(p.element, []).append(p.id)
 

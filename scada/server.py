@@ -17,7 +17,7 @@ from models.commands import (
     ControlStatus,
     InterrogationRequest,
 )
-from models.config import StationConfig
+from models.config import Protocol, StationConfig
 from models.points import Priority
 from models.timebase import now_ms
 from models.updates import InterrogationDone, LinkEvent, UpdateBatch
@@ -191,6 +191,10 @@ class ControlCenter:
             self.alarms.clear_system(key)
         else:
             rtu = self.config.rtu(ev.rtu)
+            if rtu.protocol is Protocol.CALCULATED:  # a calculation in this server, not a field link
+                self.alarms.raise_system(key, f"Calculated source {ev.rtu} calculation stopped "
+                                              f"({ev.reason or 'not running'})", Priority.HIGH)
+                return
             kind = "FRTU" if rtu.frtu else "RTU"
             self.alarms.raise_system(key, f"{kind} {ev.rtu} communication lost ({ev.reason or 'link down'})",
                                      Priority.HIGH)

@@ -15,8 +15,16 @@ the RTDB still carries the flag, QUESTIONABLE is taken off the same way. The est
 flagged itself (so it sees them come good); QUESTIONABLE set by anyone else excludes a point.
 
 Results: the latest :class:`~dms.se.results.EstimateResult` (``latest()``), published to subscribers (bounded
-queues: on overflow the backlog is dropped for the newest result) and ``load_estimates()`` per model load. Estimated
-values are not written back to RTDB points (the station has no calculated points yet).
+queues: on overflow the backlog is dropped for the newest result) and ``load_estimates()`` per model load.
+
+Calculated points (a station with ``[calculated] state_estimate = true``, :mod:`models.calculated_points`): after
+every estimate one UpdateBatch from adapter ``dms:se`` (cause PERIODIC, source time = the snapshot's time) writes
+the voltages, their standard deviations, the flows at the measured terminals and the losses. Quality: GOOD for an
+estimated value; GOOD 0 for a de-energised bus, for an element on a de-energised bus and for an open switch (the
+live topology proves them dead: that is a fact, not a missing estimate); INVALID, keeping the last value, for an
+unobservable bus, a flow touching one, a standard deviation not computed, and every point when the estimate fails.
+The source ``DMS-SE`` is linked up on ``start()`` and down on ``stop()``, so its points read COMM_LOST while no
+estimator runs and the alarm reads "calculation stopped".
 """
 
 from __future__ import annotations
@@ -37,11 +45,12 @@ from dms.se.model_estimate import EstimatorOptions, estimate_with_pseudo
 from dms.se.phase_network import ModelNetwork, build_model_network
 from dms.se.pseudo import profile_multiplier
 from dms.se.results import BadMeasurement, EstimateResult
+from models.calculated_points import SE_SOURCE, CalculatedQuantity
 from models.config import StationConfig
 from models.measurement_points import Quantity
 from models.points import Priority, Quality
 from models.timebase import now_ms
-from models.updates import Cause, UpdateBatch, new_update_rows
+from models.updates import Cause, LinkEvent, UpdateBatch, new_update_rows
 from scada.alarms import AlarmManager
 from scada.rtdb import Rtdb
 from scada.topology_service import TopologyService
@@ -123,6 +132,8 @@ class RealtimeEstimator:
                             if (b := config.binding(p)) is not None and b.quantity is Quantity.TAP_POSITION
                             and b.tap_changer_mrid]
         self._point_id = {p.name: p.id for p in config.points}
+        self._calc = tuple(c for c in config.calculated if config.points[c.point].source.rtu == SE_SOURCE)
+        self._calc_ids = np.array([c.point for c in self._calc], dtype=np.int64)
         self._lock = threading.Lock()  # one estimate at a time
         self._state_lock = threading.Lock()
         self._latest: EstimateResult | None = None
@@ -151,6 +162,8 @@ class RealtimeEstimator:
         self._stop.clear()
         _, sub = self.topology.subscribe("dms:se")
         self._topo_sub = sub
+        if self._calc:
+            self.rtdb.ingest(LinkEvent(ADAPTER, SE_SOURCE, True, address="dms:se", time_ms=now_ms()))
         self._thread = threading.Thread(target=self._run, name="dms-se", daemon=True)
         self._thread.start()
 
@@ -161,6 +174,8 @@ class RealtimeEstimator:
         self.topology.unsubscribe(self._topo_sub)
         self._thread.join(timeout=30)
         self._thread = None
+        if self._calc:  # its points turn COMM_LOST: nothing calculates them any more
+            self.rtdb.ingest(LinkEvent(ADAPTER, SE_SOURCE, False, reason="state estimator stopped", time_ms=now_ms()))
         with self._state_lock:
             for s in self._subs:
                 s.close()
@@ -279,6 +294,8 @@ class RealtimeEstimator:
                 left_out = {p for p, _ in result.excluded}
                 used = {self.config.points[int(i)].name for i in self._points} - left_out
                 self._flag(result, snap, used)
+            if len(self._calc):
+                self.rtdb.ingest(UpdateBatch(ADAPTER, self._calculated_rows(result, state), now_ms()))
             self._latest = result
             self.runs += 1
             with self._state_lock:
@@ -337,3 +354,55 @@ class RealtimeEstimator:
             for i, (pid, value, quality, t_ms) in enumerate(updates):
                 batch[i] = (pid, value, quality, t_ms, Cause.SUPERVISION)
             self.rtdb.ingest(UpdateBatch(ADAPTER, batch, now_ms()))
+
+    def _calculated_rows(self, result: EstimateResult, state: NetworkState) -> np.ndarray:
+        """The calculated points' rows for one estimate (quality rules in the module docstring)."""
+        n = len(self._calc)
+        rows = new_update_rows(n)
+        rows["point"] = self._calc_ids
+        rows["value"] = self.rtdb.snapshot(self._calc_ids)["value"]  # INVALID rows keep the last value
+        rows["quality"] = int(Quality.INVALID)
+        rows["source_time_ms"] = result.time_ms
+        rows["cause"] = Cause.PERIODIC
+        if not result.converged:
+            return rows
+        nodes, br = result.nodes, result.branches
+        node_at = {(str(b), str(ph)): i for i, (b, ph) in enumerate(zip(nodes["bus"], nodes["phase"], strict=True))}
+        at_bus = {(str(e), str(b), str(ph)): i
+                  for i, (e, b, ph) in enumerate(zip(br["element"], br["bus"], br["phase"], strict=True))}
+        at_terminal = {(str(e), int(t), str(ph)): i
+                       for i, (e, t, ph) in enumerate(zip(br["element"], br["terminal"], br["phase"], strict=True))}
+        dead = set(result.deenergised_buses)
+        model = state.model
+        open_switches = {sw.name for sw, closed in zip(model.switches, state.switch_closed, strict=True) if not closed}
+        value, good = rows["value"], np.zeros(n, dtype=bool)
+        for k, c in enumerate(self._calc):
+            q = c.quantity
+            if q is CalculatedQuantity.LOSSES_KW:
+                value[k], good[k] = result.loss_p_w / 1e3, np.isfinite(result.loss_p_w)
+                continue
+            if q in (CalculatedQuantity.V_KV, CalculatedQuantity.V_SD_KV):
+                i = node_at.get((c.bus, c.phase))
+                if i is None or not nodes["observable"][i]:
+                    if c.bus in dead:
+                        value[k], good[k] = 0.0, True
+                    continue
+                v_kv = float(nodes["v_kv"][i])
+                x = v_kv if q is CalculatedQuantity.V_KV else float(nodes["v_sigma_pu"][i]) * v_kv / float(
+                    nodes["v_pu"][i])
+                if np.isfinite(x):
+                    value[k], good[k] = x, True
+                continue
+            j = at_bus.get((c.element, c.bus, c.phase))
+            if j is None and c.terminal is not None:
+                j = at_terminal.get((c.element, c.terminal, c.phase))
+            if j is None:
+                if c.bus in dead or c.element in open_switches:
+                    value[k], good[k] = 0.0, True
+                continue
+            x = (br["p_w"][j] / 1e3 if q is CalculatedQuantity.P_KW else br["q_var"][j] / 1e3
+                 if q is CalculatedQuantity.Q_KVAR else br["i_a"][j])
+            if np.isfinite(x):
+                value[k], good[k] = float(x), True
+        rows["quality"][good] = int(Quality.GOOD)
+        return rows

@@ -39,6 +39,8 @@ def describe_address(p: PointDef) -> str:
     elif src.frontend == "modbus":
         where = f"unit {src.common_address} {src.type_id} @{src.address}" if src.type_id else \
             f"unit {src.common_address}"
+    elif src.frontend == "calculated":
+        where = f"calculated {src.type_id} #{src.address}"
     else:
         where = src.reference
     if p.control is not None:

@@ -57,7 +57,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         se = RealtimeEstimator.for_center(center, options=RealtimeOptions(period_s=120.0))
         holder["se"] = se
         center.start()
-        analogs = [p.id for p in config.points if p.kind is PointKind.ANALOG]
+        analogs = [p.id for p in config.points if p.kind is PointKind.ANALOG and p.source.frontend != "calculated"]
         wait_for(lambda: not (center.rtdb.snapshot(analogs)["quality"] != 0).any(), 90, "all analogs good")
         se.start()
         wait_for(lambda: se.latest() is not None, 60, "the first estimate")

@@ -138,7 +138,10 @@ SAMPLE_NETWORK = SAMPLE_NETWORK_PATH
 def test_sample_network_station() -> None:
     cfg = load_station_config(SAMPLE_STATION)
     model = cfg.network
-    assert model is not None and not [p for p in cfg.points if cfg.binding(p) is None]  # nothing hand-written
+    # the station opts in to the state-estimation points (models.calculated_points): source DMS-SE, after the field
+    field = [p for p in cfg.points if p.source.rtu != "DMS-SE"]
+    field_rtus = [r for r in cfg.rtus if r.name != "DMS-SE"]
+    assert model is not None and not [p for p in field if cfg.binding(p) is None]  # nothing hand-written
     assert len({b.measurement_mrid for b in cfg.bindings if b}) == len(model.measurements)
 
     def elements(rtu: str, kind: PointKind) -> set[str]:
@@ -163,9 +166,9 @@ def test_sample_network_station() -> None:
         assert setpoint.control is not None and setpoint.source.type_id == "holding_int16"
         assert setpoint.control.address == setpoint.source.address
     assert cfg.point("F1-CB.Pos").state_alarms and not cfg.point("SS-BC.Pos").state_alarms  # BC is normally open
-    assert {r.protocol.value for r in cfg.rtus} == {"iec104", "dnp3", "modbus", "iec61850"}
+    assert {r.protocol.value for r in cfg.rtus} == {"iec104", "dnp3", "modbus", "iec61850", "calculated"}
     frtus = [r.name for r in cfg.rtus if r.frtu]
-    assert frtus and all(r.equipment for r in cfg.rtus)
+    assert frtus and all(r.equipment for r in field_rtus)
     for rtu in frtus:
         rmu = rtu.removeprefix("FRTU-")
         assert elements(rtu, PointKind.SINGLE) == {f"{rmu}-LBS1", f"{rmu}-LBS2"}  # FPIs on the ring switches
@@ -175,7 +178,7 @@ def test_sample_network_station() -> None:
     # Counts: RTU-SS 3 switches + 6 PNV, 6 IEDs of 10, 2 meters of 8 (with the tap set-point); each FRTU 2 FPIs,
     # 3 switch positions, 3 PNV, 6 ring currents.
     assert len(frtus) == 18 and len(ss) == 9
-    assert all(len(cfg.points_of_rtu(r)) == 14 for r in frtus) and len(cfg.points) == 9 + 60 + 16 + 18 * 14
+    assert all(len(cfg.points_of_rtu(r)) == 14 for r in frtus) and len(field) == 9 + 60 + 16 + 18 * 14
     kinds = {s.mrid: s.kind.value for s in model.switches}
     tees = [p for p in cfg.points if p.name.endswith("-TEE.Pos")]
     assert tees and all((p.control is None) == (kinds[p.element] == "Fuse") for p in tees)  # fuses: status only
