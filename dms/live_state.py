@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,9 +22,10 @@ from models.measurement_points import Quantity
 from models.network import NetworkModel, SwitchKind
 from models.points import DoubleState, Quality
 from scada.rtdb import Rtdb
+from scada.tags import Tag, TagKind
 from scada.topology_service import TopologyService
 
-__all__ = ["LiveStateSource", "LoadEstimates", "USABLE_QUALITY_MASK", "feeder_head_points"]
+__all__ = ["LiveStateSource", "LoadEstimates", "USABLE_QUALITY_MASK", "feeder_head_points", "held_switches"]
 
 #: A value with any of these bits says nothing reliable about the field now.
 USABLE_QUALITY_MASK = int(Quality.INVALID | Quality.COMM_LOST | Quality.NOT_TOPICAL | Quality.OPERATOR_BLOCKED)
@@ -138,3 +139,33 @@ class LiveStateSource:
             label = f"{state.label}, loads scaled by {scaled} feeder meters" if scaled else \
                 f"{state.label}, model loads (no usable feeder meter)"
             return state.replace(load_p_w=p, load_q_var=q, label=label)
+
+
+#: Tag kinds that keep a switch where it is, or (on another element) keep its section as it is.
+_HOLDING_TAGS = frozenset({TagKind.HOLD, TagKind.CLEARANCE, TagKind.FAULTED})
+
+
+def held_switches(model: NetworkModel, tags: Iterable[Tag]) -> frozenset[str]:
+    """Switches an optimisation must not operate: tagged hold/clearance/faulted themselves (by name, mRID or a point
+    named after them), or touching an element marked faulted or earthed (re-energising it is what the marking
+    forbids)."""
+    by_key = {s.name: s for s in model.switches} | {s.mrid: s for s in model.switches}
+    buses_of: dict[str, tuple[int, ...]] = {}
+    for ln in model.lines:
+        buses_of[ln.name] = buses_of[ln.mrid] = (ln.from_bus, ln.to_bus)
+    for tr in model.transformers:
+        buses_of[tr.name] = buses_of[tr.mrid] = tr.buses
+    for ld in model.loads:
+        buses_of[ld.name] = buses_of[ld.mrid] = (ld.bus,)
+    held: set[str] = set()
+    marked_buses: set[int] = set()
+    for tag in tags:
+        if tag.kind not in _HOLDING_TAGS:
+            continue
+        target = tag.target.split(".", 1)[0] if tag.target not in by_key else tag.target
+        if target in by_key:
+            held.add(by_key[target].name)
+        elif tag.target in buses_of:
+            marked_buses.update(buses_of[tag.target])
+    held.update(s.name for s in model.switches if s.from_bus in marked_buses or s.to_bus in marked_buses)
+    return frozenset(held)

@@ -20,7 +20,7 @@ from typing import Any
 
 from dms.flisr.plan import FlisrMode
 from dms.flisr.service import FlisrService
-from dms.live_state import LiveStateSource
+from dms.live_state import LiveStateSource, held_switches
 from dms.reconfig.service import ReconfigService
 from dms.se.realtime import RealtimeEstimator
 from dms.study import StudyManager, open_store
@@ -58,16 +58,22 @@ class DmsApplications:
         study_store = open_store(center.data_dir)
         self.outages = OutageRecordStore(center.data_dir / "outages.sqlite")
         self._stores += [study_store, self.outages]
+        topology, tags = center.topology, center.tags
+
+        def held() -> frozenset[str]:
+            return held_switches(topology.model, tags.active())
+
         self.studies = StudyManager(self.live.state, center.rtdb.snapshot,
                                     point_ids={p.name: p.id for p in config.points}, store=study_store,
-                                    estimate=self.estimator.latest)
+                                    estimate=self.estimator.latest, held=held)
         studies = self.studies
         self.switching = SwitchingService.for_center(center, live_state=self.live.state,
                                                      study_state=lambda i: studies.get(i).state)
         # FLISR keeps its own pre-trip feeder loading: after a trip the tripped feeder's meter reads 0.
         self.flisr = FlisrService.from_center(center, mode=flisr_mode, recorder=self.outages)
         self.voltvar = VoltVarService.from_center(center, state_source=self.live.state)
-        self.reconfig = ReconfigService(self.live.state)  # the estimated loads, not the nominal ones
+        # the estimated loads, not the nominal ones; tagged switches and faulted/earthed sections left alone
+        self.reconfig = ReconfigService(self.live.state, held_provider=held)
         self._started += [self.estimator, self.switching, self.flisr, self.voltvar, self.reconfig]
         center.add_grpc_registrar(self._register)
 

@@ -49,6 +49,7 @@ class ReconfigOptions:
     # Switching has a cost (crew or wear, a transient loop): a configuration must improve the objective by at least
     # this share of its present value to be proposed.
     min_gain_pct: float = 0.5
+    held: frozenset[str] = frozenset()  # switches that keep their state (tags, faulted or earthed sections)
 
     def __post_init__(self) -> None:
         if not 0 < self.v_low_pu < self.v_high_pu:
@@ -148,7 +149,7 @@ def reconfigure(net: pp.pandapowerNet, options: ReconfigOptions = DEFAULT_OPTION
     the three-phase flow)."""
     started = time.perf_counter()
     net = copy.deepcopy(net)
-    problem = build_problem(net, switchable_lines=options.switchable_lines, name=name)
+    problem = build_problem(net, switchable_lines=options.switchable_lines, name=name, held=options.held)
     notes = list(problem.notes)
     if not problem.candidates:
         raise ReconfigError(f"network {problem.name!r}: no switchable branch on any loop, nothing to reconfigure")
@@ -212,9 +213,11 @@ def reconfigure(net: pp.pandapowerNet, options: ReconfigOptions = DEFAULT_OPTION
         final_closed, final_op = present, before
         notes.append("the present configuration is the best found")
     elif before.converged and (gain := _gain_pct(before, final_op, options.objective)) < options.min_gain_pct:
-        notes.append(f"the best configuration found (open {', '.join(sorted(final_op.open_set))}) improves the "
-                     f"{options.objective.value} objective by only {gain:.2f} % (< {options.min_gain_pct:g} %): "
-                     "not worth the switching; the present configuration is kept")
+        notes.append(f"the best configuration found (open {', '.join(sorted(final_op.open_set))}) "
+                     + (f"improves the {options.objective.value} objective by only {gain:.2f} % (< "
+                        f"{options.min_gain_pct:g} %): not worth the switching" if gain > 0 else
+                        f"supplies more load but does not improve the {options.objective.value} objective")
+                     + "; the present configuration is kept")
         final_closed, final_op = present, before
     t2 = time.perf_counter()
     sequence = plan_sequence(ev, present, final_closed) if not np.array_equal(final_closed, present) else ()
@@ -365,7 +368,7 @@ def propose_for_state(state: NetworkState, options: ReconfigOptions = DEFAULT_OP
             checked[open_set] = (after, new_violations(before, after))
         return not checked[open_set][1]
 
-    problem_names = build_problem(net, switchable_lines=options.switchable_lines).by_name
+    problem_names = build_problem(net, switchable_lines=options.switchable_lines, held=options.held).by_name
     candidates = frozenset(n for n in problem_names if n in {s.name for s in state.base.switches})
     result = reconfigure(net, options, name=state.base.name, accept=three_phase_ok, on_progress=on_progress)
     refused = [(o, c[1]) for o, c in checked.items() if c[1]]

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -169,8 +170,9 @@ def _trafo_tap_sq(t, vn_bus_hv: float, vn_bus_lv: float) -> float:  # noqa: ANN0
 
 
 def build_problem(net: pp.pandapowerNet, *, switchable_lines: SwitchableLines = SwitchableLines.AUTO,
-                  name: str | None = None) -> ReconfigProblem:
-    """Read ``net`` (not changed) into a :class:`ReconfigProblem`; ReconfigError names what cannot be used."""
+                  name: str | None = None, held: Collection[str] = ()) -> ReconfigProblem:
+    """Read ``net`` (not changed) into a :class:`ReconfigProblem`; ReconfigError names what cannot be used.
+    ``held``: switch names that keep their state (tagged, or bounding a faulted or earthed section)."""
     name = name or str(net.name or "network")
     notes: list[str] = []
     base = float(net.sn_mva)
@@ -224,7 +226,7 @@ def build_problem(net: pp.pandapowerNet, *, switchable_lines: SwitchableLines = 
             if a not in vn or b not in vn:
                 continue
             candidate = _is_load_breaking(sw.type.at[i] if "type" in sw else None) and not (
-                a in station and b in station)
+                a in station and b in station) and str(sw.name.at[i]) not in held
             if candidate and a != b:
                 bus_switch_candidates.append(int(i))
             elif bool(sw.closed.at[i]):

@@ -6,6 +6,7 @@ composition (no thread: a proposal runs on request). One proposal runs at a time
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable
@@ -33,8 +34,10 @@ class ReconfigService:
     """``state_provider`` returns the state to reconfigure (real time, or a study's)."""
 
     def __init__(self, state_provider: Callable[[], NetworkState], *,
-                 options: ReconfigOptions = DEFAULT_OPTIONS) -> None:
+                 options: ReconfigOptions = DEFAULT_OPTIONS,
+                 held_provider: Callable[[], frozenset[str]] | None = None) -> None:
         self.state_provider = state_provider
+        self.held_provider = held_provider  # switches to leave alone now (tags, faulted/earthed sections)
         self.options = options
         self._lock = threading.Lock()
         self.last: StateProposal | None = None
@@ -61,7 +64,10 @@ class ReconfigService:
         pass
 
     def propose(self, options: ReconfigOptions | None = None) -> StateProposal:
+        options = options or self.options
+        if self.held_provider is not None:
+            options = dataclasses.replace(options, held=options.held | self.held_provider())
         with self._lock:
-            proposal = propose_for_state(self.state_provider(), options or self.options)
+            proposal = propose_for_state(self.state_provider(), options)
             self.last = proposal
             return proposal

@@ -48,8 +48,8 @@ class StudyRun:
 
 class StudyCase:
     def __init__(self, study_id: int, name: str, owner: str, snapshot: NetworkState, measurements: np.ndarray,
-                 *, estimate: Any = None, created_ms: int | None = None, point_ids: dict[str, int] | None = None
-                 ) -> None:
+                 *, estimate: Any = None, created_ms: int | None = None, point_ids: dict[str, int] | None = None,
+                 held_switches: frozenset[str] = frozenset()) -> None:
         self.id = study_id
         self.name = name
         self.owner = owner
@@ -58,6 +58,8 @@ class StudyCase:
         self.measurements = measurements.copy()  # the RTDB at the snapshot (CHANGE_DTYPE rows), read-only here
         self.measurements.setflags(write=False)
         self.estimate = estimate  # the live estimate at the snapshot, if the estimator had one
+        # switches tagged or bounding a faulted/earthed section at the snapshot: optimisations leave them alone
+        self.held_switches = held_switches
         self._point_ids = point_ids or {}
         self._lock = threading.RLock()
         self._edits: list[StudyEdit] = []

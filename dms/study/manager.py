@@ -94,11 +94,13 @@ class StudyManager:
 
     def __init__(self, live: Callable[[], NetworkState], rtdb_rows: Callable[[], np.ndarray], *,
                  point_ids: dict[str, int] | None = None, estimate: Callable[[], Any] | None = None,
-                 store: StudyStore | None = None, max_open: int = DEFAULT_MAX_OPEN) -> None:
+                 store: StudyStore | None = None, max_open: int = DEFAULT_MAX_OPEN,
+                 held: Callable[[], frozenset[str]] | None = None) -> None:
         self._live = live
         self._rtdb_rows = rtdb_rows
         self._point_ids = point_ids or {}
         self._estimate = estimate
+        self._held = held or frozenset
         self._store = store
         self._max_open = max_open
         self._lock = threading.Lock()
@@ -120,7 +122,7 @@ class StudyManager:
             data = np.load(io.BytesIO(blob))
             snapshot = NetworkState(live.base, *(data[k] for k in _STATE_ARRAYS), frequency_hz=float(freq))
             case = StudyCase(int(sid), name, owner, snapshot, data["measurements"], created_ms=int(created),
-                             point_ids=self._point_ids)
+                             point_ids=self._point_ids, held_switches=self._held())
             for raw in json.loads(edits):
                 raw["kind"] = EditKind(raw["kind"])
                 raw["value2"] = math.nan if raw["value2"] is None else raw["value2"]
@@ -137,7 +139,8 @@ class StudyManager:
             sid = self._next_id
             self._next_id += 1
         case = StudyCase(sid, name, owner, self._live(), self._rtdb_rows(), point_ids=self._point_ids,
-                         estimate=self._estimate() if self._estimate is not None else None)
+                         estimate=self._estimate() if self._estimate is not None else None,
+                         held_switches=self._held())
         with self._lock:
             self._cases[sid] = case
         self.save(case)

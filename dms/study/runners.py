@@ -81,7 +81,7 @@ def reconfiguration_runner(objective: str) -> Runner:
             goal = Objective(objective or "losses")
         except ValueError:
             raise StudyError(f"reconfiguration objective must be losses or balance, not {objective!r}") from None
-        proposal = propose_for_state(case.state, ReconfigOptions(objective=goal))
+        proposal = propose_for_state(case.state, ReconfigOptions(objective=goal, held=case.held_switches))
         r = proposal.result
         moves = (f"open {', '.join(r.to_open)}; close {', '.join(r.to_close)}" if r.to_open or r.to_close
                  else "the present configuration is the best found")
