@@ -163,3 +163,28 @@ def test_a_topology_change_triggers_an_estimate(live: Live) -> None:
     wait_for(lambda: live.se.runs > before, 60, "an estimate after the topology update")
     r = live.se.latest()
     assert r is not None and r.trigger == "topology"
+
+
+def test_the_estimator_runs_in_a_study_on_edited_measurements_without_touching_real_time(live: Live) -> None:
+    """A study takes the RTDB snapshot: the estimate there matches real time; a measurement the engineer edits to a
+    wrong value is caught as bad data in the study only (the real point keeps its quality, no alarm)."""
+    from dms.live_state import LiveStateSource
+    from dms.study import EditKind, RunKind, StudyEdit, StudyManager
+    from dms.study.runners import state_estimation_runner
+
+    assert live.center.topology is not None
+    source = LiveStateSource(live.config, live.center.rtdb, live.center.topology)
+    manager = StudyManager(source.state, live.center.rtdb.snapshot,
+                           point_ids={p.name: p.id for p in live.config.points})
+    case = manager.open("what if F4-CB.A.ph_A were wrong", "engineer")
+    clean = case.run(RunKind.STATE_ESTIMATION, "", state_estimation_runner(live.config))
+    assert clean.ok and not clean.result.bad_data, clean.summary
+    target = "F4-CB.A.ph_A"
+    pid = live.center.rtdb.point_id(target)
+    true_a = float(live.center.rtdb.snapshot([pid])["value"][0])
+    case.edit(StudyEdit(EditKind.MEASUREMENT, target, true_a * 3.0))
+    dirty = case.run(RunKind.STATE_ESTIMATION, "", state_estimation_runner(live.config))
+    assert target in {b.measurement for b in dirty.result.bad_data}, dirty.summary
+    row = live.center.rtdb.snapshot([pid])[0]
+    assert not int(row["quality"]) & int(Quality.QUESTIONABLE)
+    assert not any(a.key == ALARM_PREFIX + target for a in live.center.alarms.list())
