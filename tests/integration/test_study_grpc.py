@@ -147,9 +147,10 @@ def test_every_application_runs_in_a_study(server: _Server) -> None:
     with pytest.raises(grpc.RpcError) as exc:
         stub.RunStudy(pb.RunStudyRequest(id=s.id, kind=pb.RUN_KIND_FLISR, fault_line="NOPE"), metadata=ENGINEER)
     assert "NOPE" in exc.value.details()
-    # the study's measurements: the snapshot has none (no field devices in this test), so give the estimator a
-    # few feeder-head values by edits and expect an honest answer (observability or an estimate)
+    rc = stub.RunStudy(pb.RunStudyRequest(id=s.id, kind=pb.RUN_KIND_RECONFIGURATION, objective="losses"),
+                       metadata=ENGINEER)
+    assert rc.summary.startswith("losses:") and "kW" in rc.summary and rc.result_json
     runs = stub.GetStudy(pb.StudyRef(id=s.id), metadata=ENGINEER).runs
-    assert runs == 2
+    assert runs == 3
     # nothing reached the field
     assert not [e for e in server.center.audit.query() if e.outcome.value in ("sent", "answered")]
