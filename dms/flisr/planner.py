@@ -57,11 +57,14 @@ class FlisrOptions:
     allow_load_shedding: bool = True
     allow_splitting: bool = True
     max_candidates: int = 20  # flow checks of restoration candidates per plan
+    # switches the plan must not operate as ties, splits or sheds: tagged, or bounding a faulted/earthed section
+    held: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         if self.controllable is not None and not isinstance(self.controllable, frozenset):
             object.__setattr__(self, "controllable", frozenset(self.controllable))
         object.__setattr__(self, "priority_customers", frozenset(self.priority_customers))
+        object.__setattr__(self, "held", frozenset(self.held))
         object.__setattr__(self, "priority_kinds", frozenset(CustomerKind(k) for k in self.priority_kinds))
         if not self.loading_limit_pct > 0:
             raise FlisrError(f"FLISR options: loading_limit_pct {self.loading_limit_pct} must be positive")
@@ -95,6 +98,7 @@ class _Context:
     options_out: list[RestorationOption] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     checked: dict[bytes, FlowCheck] = field(default_factory=dict)  # by switch positions: loads do not change
+    held: frozenset[int] = frozenset()
 
     def name(self, sw: int) -> str:
         return self.state.base.switches[sw].name
@@ -141,7 +145,8 @@ def plan_restoration(state: NetworkState, fault: FaultLocation, *,
     pre = state.with_switch_array(_set(state.switch_closed, close=[tripped]))
     base_check = check_flow(pre, band=options.band, loading_limit_pct=options.loading_limit_pct)
     ctx = _Context(state, graph, options, operable, state.customers_per_load(), _priority_per_load(model, options),
-                   base_check, options.max_candidates)
+                   base_check, options.max_candidates,
+                   held=frozenset(state.switch_index(n) for n in options.held))
     live_pre = graph.energised(pre.switch_closed)
     tripped_closed = _set(state.switch_closed, opened=[tripped])
     live_trip = graph.energised(tripped_closed)
@@ -310,6 +315,10 @@ def _ties(ctx: _Context, part: frozenset[int], live: np.ndarray, excluded: set[i
             continue
         if sw in excluded or a in section or b in section:
             continue
+        if sw in ctx.held:
+            if (a in part and live[b]) or (b in part and live[a]):
+                ctx.notes.append(f"tie {ctx.name(sw)} is tagged or bounds a marked section: not used")
+            continue
         if (a in part and live[b]) or (b in part and live[a]):
             out.append(sw)
     return out
@@ -334,7 +343,7 @@ def _restore_area(ctx: _Context, state: NetworkState, area: frozenset[int], labe
     if accepted:
         return _best(accepted)
     cuts = [sw for sw, (a, b) in enumerate(ctx.graph.switch_ends)
-            if closed[sw] and int(a) in area and int(b) in area and sw in ctx.operable]
+            if closed[sw] and int(a) in area and int(b) in area and sw in ctx.operable and sw not in ctx.held]
     parts_of: dict[int, list[frozenset[int]]] = {}
     for cut in cuts:
         parts = ctx.graph.components(area, _set(closed, opened=[cut]))

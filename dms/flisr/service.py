@@ -44,6 +44,7 @@ import numpy as np
 from dms.errors import DmsError
 from dms.flisr.plan import FlisrMode, FlisrPlan, SwitchAction, SwitchingStep
 from dms.flisr.runs import FlisrRun, FlisrRunStore, RunPhase, RunState, StepResult, StepStatus
+from dms.live_state import held_switches
 from dms.network_state import NetworkState, customers_per_load
 from models.commands import ControlStatus
 from models.config import OperatorConfig, Role, StationConfig
@@ -355,8 +356,11 @@ class FlisrService:
         from dms.flisr.planner import FlisrOptions, plan_restoration
 
         options = self._options if self._options is not None else FlisrOptions()
-        return plan_restoration(state, fault, options=dataclasses.replace(options,
-                                                                          controllable=self.controllable_switches()))
+        held = options.held
+        if self._tags is not None:  # hold/clearance tags and earthed or faulted markings (not this fault's own)
+            held = held | held_switches(state.base, self._tags.active())
+        return plan_restoration(state, fault, options=dataclasses.replace(
+            options, controllable=self.controllable_switches(), held=held - set(fault.boundary_switches)))
 
     def submit_plan(self, plan: FlisrPlan, *, trip_ms: int | None = None, mode: FlisrMode | None = None
                     ) -> FlisrRun:

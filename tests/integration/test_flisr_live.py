@@ -206,11 +206,11 @@ def test_semi_automatic_over_grpc(live: Live) -> None:
         _back_to_normal(live)
 
 
-def test_a_refused_step_fails_the_run(live: Live) -> None:
+def test_a_step_the_field_refuses_fails_the_run(live: Live) -> None:
     live.flisr.set_mode(FlisrMode.AUTOMATIC, ALICE)
     plan = live.flisr.plan_for_fault("F1-C04")
     tie = next(s.switch for s in plan.restoration if s.purpose is StepPurpose.RESTORE_DOWNSTREAM)
-    live.center.tags.place(f"{tie}.Pos", TagKind.HOLD, "test", "crew on site")
+    live.sim.block(f"{tie}.Pos")  # the FRTU refuses every command on it (blocked at the device)
     since = _last_id(live)
     try:
         live.sim.place_fault("F1-C04")
@@ -218,14 +218,29 @@ def test_a_refused_step_fails_the_run(live: Live) -> None:
         run = wait_for(lambda: (r := live.flisr.run(run.id)).state.final and r, 60, "the run to finish")
         assert run.state is RunState.FAILED
         failed = next(s for s in run.steps if s.status is StepStatus.FAILED)
-        assert failed.switch == tie and "tagged" in failed.outcome
+        assert failed.switch == tie and "refused" in failed.outcome, failed.outcome
         assert all(s.status is StepStatus.SKIPPED for s in run.steps[run.steps.index(failed) + 1:])
-        assert live.center.topology.find_switch(tie).closed is False  # the sequence stopped before it
+        assert live.center.topology.find_switch(tie).closed is False  # the sequence stopped there
         alarm = next(a for a in live.center.alarms.list(include_closed=True) if a.condition == f"flisr:run:{run.id}")
         assert tie in alarm.text
         assert live.outages.get(run.outage_record_id).status is OutageStatus.OPEN
     finally:
+        live.sim.block(f"{tie}.Pos", False)
         _back_to_normal(live)
+
+
+def test_a_tagged_tie_is_left_out_of_the_plan(live: Live) -> None:
+    """A hold tag on the tie: FLISR does not plan it (the run restores upstream and says why), instead of failing."""
+    live.flisr.set_mode(FlisrMode.AUTOMATIC, ALICE)
+    tie = next(s.switch for s in live.flisr.plan_for_fault("F1-C04").restoration
+               if s.purpose is StepPurpose.RESTORE_DOWNSTREAM)
+    tag = live.center.tags.place(f"{tie}.Pos", TagKind.HOLD, "test", "crew on site")
+    try:
+        plan = live.flisr.plan_for_fault("F1-C04")
+        assert tie not in {s.switch for s in plan.steps}
+        assert any(tie in n and "not used" in n for n in plan.notes)
+    finally:
+        live.center.tags.remove(tag.id, "test", "crew gone")
 
 
 def test_manual_mode_executes_nothing_before_approval(live: Live) -> None:

@@ -339,3 +339,12 @@ def test_live_state_with_the_breaker_already_open_gives_the_same_plan(sample: Ne
     assert _actions(plan) == _actions(study)
     assert plan.customers_interrupted == study.customers_interrupted
     assert plan.customers_restored == study.customers_restored
+
+
+def test_a_held_tie_is_never_planned(sample: NetworkState) -> None:
+    """A tie with a hold tag (or bounding an earthed section) is left alone: the F2 tail then has no path."""
+    fault = locate_section(sample, "F2-C04")
+    plan = plan_restoration(sample, fault, options=FlisrOptions(held=frozenset({"F1-RMU08-LBS2"})))
+    assert "F1-RMU08-LBS2" not in {s.switch for s in plan.steps}
+    assert plan.customers_restored_downstream == 0 and plan.customers_restored_upstream > 0
+    assert any("F1-RMU08-LBS2" in n and "not used" in n for n in plan.notes)
