@@ -137,6 +137,7 @@ class RealtimeEstimator:
         self._lock = threading.Lock()  # one estimate at a time
         self._state_lock = threading.Lock()
         self._latest: EstimateResult | None = None
+        self._last_error = ""
         self._x0: dict[bytes, np.ndarray] = {}
         self._std: dict[bytes, tuple[float, np.ndarray, np.ndarray, np.ndarray]] = {}
         self._models: dict[bytes, ModelNetwork] = {}
@@ -302,8 +303,9 @@ class RealtimeEstimator:
                 subs = list(self._subs)
             for s in subs:
                 s.offer(result)
-            if not result.converged:
-                log.warning("%s", result.summary())
+            if not result.converged and result.error != self._last_error:
+                log.warning("%s (logged again only when the reason changes)", result.summary())
+            self._last_error = "" if result.converged else result.error
             return result
 
     def _with_std_devs(self, key: bytes, result: EstimateResult, fresh: bool) -> EstimateResult:
