@@ -59,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("flisr", add_help=False, help="FLISR plan for a fault: 'dscada flisr FILE --fault SECTION [--json]'")
     sub.add_parser("reconfigure", add_help=False,
                    help="feeder reconfiguration: 'dscada reconfigure FILE [--objective losses|balance] [--json]'")
+    sub.add_parser("reliability", add_help=False,
+                   help="IEEE 1366 indices: 'dscada reliability OUTAGES.csv --customers N [--history CSV] [--json]'")
+    sub.add_parser("oms", add_help=False, help="outage management tools: 'dscada oms replay EVENTS.csv --model FILE'")
     sub.add_parser("voltvar", add_help=False, help="Volt/VAR proposal: 'dscada voltvar FILE [--json]'")
 
     p = sub.add_parser("demo", help="end-to-end demonstration on the embedded sample network")
@@ -70,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     programs = {
         "rtu-sim": "rtu_sim.cli", "model": "models.model_cli", "powerflow": "models.powerflow_cli",
         "se": "dms.se.cli", "flisr": "dms.flisr.cli", "reconfigure": "dms.reconfig.cli", "voltvar": "dms.voltvar.cli",
-        "client": "scada.client_cli",
+        "client": "scada.client_cli", "reliability": "oms.reliability_cli", "oms": "oms.cli",
     }
     if argv and argv[0] in programs:
         import importlib
