@@ -1,6 +1,6 @@
-"""The DMS applications attached to a running control centre: one place that builds them, wires them to each other
-(the estimator's loads feed FLISR, Volt/VAR and studies; FLISR records outages in the OMS) and registers their gRPC
-services on the centre's server.
+"""The DMS applications (and the OMS, which shares FLISR's outage records) attached to a running control centre: one
+place that builds them, wires them to each other (the estimator's loads feed Volt/VAR, reconfiguration and studies;
+FLISR records outages in the OMS store) and registers their gRPC services on the centre's server.
 
 Usage::
 
@@ -27,6 +27,7 @@ from dms.study import StudyManager, open_store
 from dms.switching import SwitchingService
 from dms.voltvar.service import VoltVarService
 from oms.outage_records import OutageRecordStore
+from oms.service import OmsService
 from scada.server import ControlCenter
 
 __all__ = ["DmsApplications"]
@@ -46,6 +47,7 @@ class DmsApplications:
         self.outages: OutageRecordStore | None = None
         self.estimator: RealtimeEstimator | None = None
         self.reconfig: ReconfigService | None = None
+        self.oms: OmsService | None = None
         self._started: list[Any] = []
         self._stores: list[Any] = []
         if not self.enabled:
@@ -74,7 +76,9 @@ class DmsApplications:
         self.voltvar = VoltVarService.from_center(center, state_source=self.live.state)
         # the estimated loads, not the nominal ones; tagged switches and faulted/earthed sections left alone
         self.reconfig = ReconfigService(self.live.state, held_provider=held)
-        self._started += [self.estimator, self.switching, self.flisr, self.voltvar, self.reconfig]
+        # the OMS on the same outage store as FLISR (AMI, calls and SCADA trips -> predicted outages, crews)
+        self.oms = OmsService(config, center.rtdb, center.topology, center.data_dir, store=self.outages)
+        self._started += [self.estimator, self.switching, self.flisr, self.voltvar, self.reconfig, self.oms]
         center.add_grpc_registrar(self._register)
 
     def _register(self, server: Any) -> list[str]:
@@ -86,10 +90,13 @@ class DmsApplications:
             switching_servicer,
             voltvar_servicer,
         )
+        from oms import api_servicer as oms_servicer
 
         assert self.studies and self.switching and self.flisr and self.voltvar and self.estimator and self.reconfig
+        assert self.oms is not None
         services = self.center.services
         return [*se_servicer.register(server, services, self.estimator),
+                *oms_servicer.register(server, services, self.oms),
                 *reconfig_servicer.register(server, services, self.reconfig),
                 *study_servicer.register(server, services, self.studies),
                 *switching_servicer.register(server, services, self.switching),
