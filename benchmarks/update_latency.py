@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from models.config import load_station_config  # noqa: E402
-from models.samples import free_tcp_port  # noqa: E402
+from models.samples import free_tcp_port, free_tcp_ports  # noqa: E402
 from models.synthetic import synthetic_station_toml  # noqa: E402
 from models.updates import Cause  # noqa: E402
 
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
 
     n_points = args.rtus * args.points_per_rtu
     tmp = Path(tempfile.mkdtemp(prefix="dscada-bench-"))
-    ports = [free_tcp_port() for _ in range(args.rtus)]
+    ports = free_tcp_ports(args.rtus)
     per_rtu_rate = max(2000.0, 3 * args.changes_per_s / args.rtus)
     cfg_path = tmp / "station.toml"
     cfg_path.write_text(synthetic_station_toml(ports, args.points_per_rtu, status_share=args.status_share,

@@ -29,6 +29,20 @@ def free_tcp_port() -> int:
         return int(s.getsockname()[1])
 
 
+def free_tcp_ports(n: int) -> list[int]:
+    """``n`` distinct free loopback ports: all bound at once, so the OS cannot hand one out twice."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            socks.append(s)
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
 def relocate_station_text(text: str, data_dir: str | Path, config_dir: str | Path | None = None) -> str:
     """The same station on free loopback ports with its stores under ``data_dir`` (demo and test runs side by side
     with a production server on the default ports). A relative ``[network] cim`` path is made absolute against
@@ -37,11 +51,7 @@ def relocate_station_text(text: str, data_dir: str | Path, config_dir: str | Pat
         base = Path(config_dir).resolve()
         text = re.sub(r'(?m)^cim = "(.*)"$', lambda m: f'cim = "{(base / m.group(1)).as_posix()}"', text)
     originals = sorted(set(re.findall(r"127\.0\.0\.1:(\d+)", text)))
-    mapping: dict[str, str] = {}
-    for port in originals:  # unique new ports (the OS may hand out a just-closed port twice), in one pass
-        new = str(free_tcp_port())
-        while new in mapping.values() or new in originals:
-            new = str(free_tcp_port())
-        mapping[port] = new
+    fresh = [str(p) for p in free_tcp_ports(2 * len(originals)) if str(p) not in originals]
+    mapping = dict(zip(originals, fresh, strict=False))  # distinct new ports, replaced in one pass
     text = re.sub(r"127\.0\.0\.1:(\d+)", lambda m: f"127.0.0.1:{mapping[m.group(1)]}", text)
     return re.sub(r'(?m)^data_dir = ".*"$', f'data_dir = "{Path(data_dir).as_posix()}"', text)

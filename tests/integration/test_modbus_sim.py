@@ -9,10 +9,11 @@ import time
 
 import pytest
 from pymodbus.client import ModbusTcpClient
-from support import free_port, wait_for
+from support import wait_for
 
 from models.config import parse_station_config
 from models.points import DoubleState
+from models.samples import free_tcp_ports
 from rtu_sim.simulator import RtuSimulator
 
 N_DEVICES = 24
@@ -79,7 +80,7 @@ def f32(words: list[int], little: bool) -> float:
 
 @pytest.mark.timeout(90)
 def test_many_devices_one_loop_and_device_answers() -> None:
-    ports = [free_port() for _ in range(N_DEVICES)]
+    ports = free_tcp_ports(N_DEVICES)
     cfg = parse_station_config(station(ports))
     threads_before = threading.active_count()
     sim = RtuSimulator(cfg, physics=False, seed=1)
