@@ -27,7 +27,6 @@ import dataclasses
 import logging
 import sqlite3
 import threading
-from collections import deque
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
@@ -40,6 +39,7 @@ from models.network import NetworkModel, SwitchKind
 from models.points import DoubleState, PointKind, Quality
 from models.timebase import now_ms
 from models.topology import BranchKind
+from scada.bounded_queue import BoundedQueue
 from scada.changes import ChangeSet, Subscription
 from scada.errors import ScadaError, StorageError
 from scada.rtdb import Rtdb
@@ -267,42 +267,16 @@ class ManualStateStore(SqliteStore):
             raise StorageError(f"{self.path}: cannot store the manual state of switch {switch!r}: {exc}") from exc
 
 
-class TopologySubscription:
+class TopologySubscription(BoundedQueue[TopologyUpdate]):
     """A bounded queue of topology updates; on overflow the backlog becomes one full update of the newest state."""
 
     def __init__(self, name: str, max_pending: int) -> None:
-        self.name = name
-        self.max_pending = max(1, max_pending)
-        self._q: deque[TopologyUpdate] = deque()
-        self._cv = threading.Condition()
-        self.closed = False
+        super().__init__(name, max_pending)
         self.resyncs = 0  # times the backlog was replaced by a full update
 
-    def offer(self, update: TopologyUpdate) -> None:
-        with self._cv:
-            if self.closed:
-                return
-            if len(self._q) >= self.max_pending:
-                self._q.clear()
-                update = _as_full(update)
-                self.resyncs += 1
-            self._q.append(update)
-            self._cv.notify()
-
-    def get(self, timeout_s: float | None = None) -> TopologyUpdate | None:
-        with self._cv:
-            if not self._q and not self.closed:
-                self._cv.wait(timeout_s)
-            return self._q.popleft() if self._q else None
-
-    def close(self) -> None:
-        with self._cv:
-            self.closed = True
-            self._cv.notify_all()
-
-    @property
-    def pending(self) -> int:
-        return len(self._q)
+    def _overflow(self, backlog: list[TopologyUpdate], item: TopologyUpdate) -> list[TopologyUpdate]:
+        self.resyncs += 1
+        return [_as_full(item)]
 
 
 _EMPTY = np.zeros(0, dtype=np.int64)

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from models.config import StationConfig, load_station_config
-from models.samples import free_tcp_port, relocate_station_text, sample_station_path
+from models.samples import free_tcp_port, relocate_station_text, sample_network_station_path, sample_station_path
 
 free_port = free_tcp_port
 
@@ -22,6 +22,15 @@ def sample_config_on_free_ports(tmp_path: Path, *, extra: str = "", replace: dic
     path = tmp_path / "station.toml"
     path.write_text(text + extra, encoding="utf-8")
     return load_station_config(path), path
+
+
+def sample_network_config(folder: Path) -> StationConfig:
+    """The embedded CIM sample-network station on free ports, its stores under ``folder``/data."""
+    source = sample_network_station_path()
+    path = folder / "station.toml"
+    path.write_text(relocate_station_text(source.read_text(encoding="utf-8"), folder / "data", source.parent),
+                    encoding="utf-8")
+    return load_station_config(path)
 
 
 def wait_for(pred: Callable[[], object], timeout_s: float, what: str, period_s: float = 0.05) -> object:

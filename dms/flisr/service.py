@@ -33,7 +33,6 @@ import math
 import queue
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +52,7 @@ from models.network import NetworkModel, SwitchKind
 from models.points import DoubleState, PointDef, PointKind, Priority, Quality
 from models.timebase import now_ms
 from models.updates import Cause
+from scada.bounded_queue import BoundedQueue
 from scada.commands import CommandOutcome, CommandService, FeedbackStatus
 from scada.errors import CommandRefused, ScadaError
 from scada.rtdb import Rtdb
@@ -118,31 +118,15 @@ class FlisrSettings:
             raise ValueError(f"FlisrSettings.max_runs_in_memory must be >= 1, got {self.max_runs_in_memory!r}")
 
 
-class RunWatch:
+class RunWatch(BoundedQueue[FlisrRun]):
     """A bounded queue of run updates for one watcher; on overflow the oldest update is dropped (the newest state of
     a run is always the last one queued for it)."""
 
     def __init__(self, max_pending: int) -> None:
-        self._q: deque[FlisrRun] = deque(maxlen=max(1, max_pending))
-        self._cv = threading.Condition()
-        self.closed = False
+        super().__init__("flisr-watch", max_pending)
 
-    def offer(self, run: FlisrRun) -> None:
-        with self._cv:
-            if not self.closed:
-                self._q.append(run)
-                self._cv.notify()
-
-    def get(self, timeout_s: float | None = None) -> FlisrRun | None:
-        with self._cv:
-            if not self._q and not self.closed:
-                self._cv.wait(timeout_s)
-            return self._q.popleft() if self._q else None
-
-    def close(self) -> None:
-        with self._cv:
-            self.closed = True
-            self._cv.notify_all()
+    def _overflow(self, backlog: list[FlisrRun], item: FlisrRun) -> list[FlisrRun]:
+        return [*backlog[1:], item]
 
 
 @dataclass(slots=True)

@@ -33,7 +33,6 @@ import dataclasses
 import logging
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -52,6 +51,7 @@ from models.points import Priority, Quality
 from models.timebase import now_ms
 from models.updates import Cause, LinkEvent, UpdateBatch, new_update_rows
 from scada.alarms import AlarmManager
+from scada.bounded_queue import BoundedQueue
 from scada.rtdb import Rtdb
 from scada.topology_service import TopologyService
 
@@ -79,37 +79,16 @@ class RealtimeOptions:
             raise ValueError(f"real-time estimator: period_s must be > 0, got {self.period_s}")
 
 
-class EstimateSubscription:
+class EstimateSubscription(BoundedQueue[EstimateResult]):
     """A bounded queue of estimates; on overflow the backlog is replaced by the newest result."""
 
     def __init__(self, name: str, max_pending: int) -> None:
-        self.name = name
-        self.max_pending = max(1, max_pending)
-        self._q: deque[EstimateResult] = deque()
-        self._cv = threading.Condition()
-        self.closed = False
+        super().__init__(name, max_pending)
         self.drops = 0
 
-    def offer(self, result: EstimateResult) -> None:
-        with self._cv:
-            if self.closed:
-                return
-            if len(self._q) >= self.max_pending:
-                self.drops += len(self._q)
-                self._q.clear()
-            self._q.append(result)
-            self._cv.notify()
-
-    def get(self, timeout_s: float | None = None) -> EstimateResult | None:
-        with self._cv:
-            if not self._q and not self.closed:
-                self._cv.wait(timeout_s)
-            return self._q.popleft() if self._q else None
-
-    def close(self) -> None:
-        with self._cv:
-            self.closed = True
-            self._cv.notify_all()
+    def _overflow(self, backlog: list[EstimateResult], item: EstimateResult) -> list[EstimateResult]:
+        self.drops += len(backlog)
+        return [item]
 
 
 class RealtimeEstimator:

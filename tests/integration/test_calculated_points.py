@@ -10,13 +10,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
-from support import wait_for
+from support import sample_network_config, wait_for
 
 from dms.se.realtime import RealtimeEstimator, RealtimeOptions
 from models.calculated_points import SE_SOURCE, CalculatedQuantity
-from models.config import OperatorConfig, Role, StationConfig, load_station_config
+from models.config import OperatorConfig, Role, StationConfig
 from models.points import DoubleState, PointKind, Quality
-from models.samples import relocate_station_text, sample_network_station_path
 from rtu_sim.simulator import RtuSimulator
 from scada.api.client import ScadaClient
 from scada.server import ControlCenter
@@ -37,11 +36,7 @@ class Live:
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     folder = tmp_path_factory.mktemp("calculated")
-    source = sample_network_station_path()
-    path = folder / "station.toml"
-    path.write_text(relocate_station_text(source.read_text(encoding="utf-8"), folder / "data", source.parent),
-                    encoding="utf-8")
-    config = load_station_config(path)
+    config = sample_network_config(folder)
     assert config.calculated, "the sample station opts in to the state-estimation points"
     sim = RtuSimulator(config, seed=11)  # DMS-SE is skipped: it has no field device
     center = ControlCenter(config, grpc_address="127.0.0.1:0")

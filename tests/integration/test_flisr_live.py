@@ -12,7 +12,7 @@ from typing import Any
 
 import grpc
 import pytest
-from support import wait_for
+from support import sample_network_config, wait_for
 
 from dms.api.flisr_servicer import register
 from dms.api.protos import flisr_pb2 as fpb
@@ -20,10 +20,9 @@ from dms.api.protos import flisr_pb2_grpc as fpb_grpc
 from dms.flisr.plan import FlisrMode, StepPurpose, SwitchAction
 from dms.flisr.runs import FlisrRun, RunState, StepStatus
 from dms.flisr.service import FlisrService
-from models.config import OperatorConfig, Role, StationConfig, load_station_config
+from models.config import OperatorConfig, Role, StationConfig
 from models.measurement_points import Quantity
 from models.points import DoubleState, PointKind
-from models.samples import relocate_station_text, sample_network_station_path
 from models.timebase import now_ms
 from oms.outage_records import OutageRecordStore, OutageStatus
 from rtu_sim.simulator import RtuSimulator
@@ -50,11 +49,7 @@ class Live:
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     folder = tmp_path_factory.mktemp("flisr")
-    source = sample_network_station_path()
-    path = folder / "station.toml"
-    path.write_text(relocate_station_text(source.read_text(encoding="utf-8"), folder / "data", source.parent),
-                    encoding="utf-8")
-    config = load_station_config(path)
+    config = sample_network_config(folder)
     sim = RtuSimulator(config, seed=5)
     center = ControlCenter(config, grpc_address="127.0.0.1:0")
     outages = OutageRecordStore(center.data_dir / "outages.sqlite")

@@ -8,11 +8,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from support import wait_for
+from support import sample_network_config, wait_for
 
-from models.config import StationConfig, load_station_config
+from models.config import StationConfig
 from models.points import DoubleState, PointKind, Quality
-from models.samples import relocate_station_text, sample_network_station_path
 from rtu_sim.simulator import RtuSimulator
 from scada.api.client import ScadaClient
 from scada.api.protos import scada_pb2 as pb
@@ -33,11 +32,7 @@ class Mixed:
 @pytest.fixture(scope="module")
 def mixed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mixed]:
     folder = tmp_path_factory.mktemp("mixed")
-    source = sample_network_station_path()
-    path = folder / "station.toml"
-    path.write_text(relocate_station_text(source.read_text(encoding="utf-8"), folder / "data", source.parent),
-                    encoding="utf-8")
-    config = load_station_config(path)
+    config = sample_network_config(folder)
     sim = RtuSimulator(config, seed=3)
     center = ControlCenter(config, grpc_address="127.0.0.1:0")
     sim.start()

@@ -11,14 +11,13 @@ from pathlib import Path
 
 import grpc
 import pytest
-from support import IEEE123, requires_reference_feeders, wait_for
+from support import IEEE123, requires_reference_feeders, sample_network_config, wait_for
 
 from models.cim import read_rdf
 from models.cim.difference import DifferenceHeader, Fragment, difference_document, parse_difference
 from models.cim.rdf import CimGraph
 from models.config import StationConfig, load_station_config
 from models.points import DoubleState
-from models.samples import relocate_station_text, sample_network_station_path
 from models.updates import Cause, UpdateBatch, new_update_rows
 from scada.api.client import ClientError, ScadaClient
 from scada.client_cli import main as cli_main
@@ -195,11 +194,7 @@ def test_a_restart_keeps_the_applied_model_until_the_station_file_changes(tmp_pa
 
 @pytest.fixture
 def sample(tmp_path: Path) -> Iterator[ControlCenter]:
-    source = sample_network_station_path()
-    path = tmp_path / "station.toml"
-    path.write_text(relocate_station_text(source.read_text(encoding="utf-8"), tmp_path / "data", source.parent),
-                    encoding="utf-8")
-    c = ControlCenter(load_station_config(path), grpc_address="127.0.0.1:0", start_adapters=False)
+    c = ControlCenter(sample_network_config(tmp_path), grpc_address="127.0.0.1:0", start_adapters=False)
     try:
         c.start()
         yield c

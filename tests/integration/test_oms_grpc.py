@@ -12,10 +12,11 @@ from typing import Any
 
 import grpc
 import pytest
+from support import sample_network_config
 
 from dms.api.protos import oms_pb2 as pb
 from dms.api.protos import oms_pb2_grpc as pb_grpc
-from models.config import StationConfig, load_station_config
+from models.config import StationConfig
 from models.end_device_events import (
     EndDeviceEvent,
     EndDeviceEventCode,
@@ -23,7 +24,6 @@ from models.end_device_events import (
     format_end_device_events,
 )
 from models.points import DoubleState, PointKind
-from models.samples import relocate_station_text, sample_network_station_path
 from models.timebase import now_ms
 from models.updates import Cause, UpdateBatch, new_update_rows
 from oms import api_servicer
@@ -35,14 +35,6 @@ from scada.server import ControlCenter
 OPERATOR = (("authorization", "Bearer operator-demo-token"),)
 VIEWER = (("authorization", "Bearer viewer-demo-token"),)
 FUSE = "F1-RMU01-TEE"  # 24 customers behind one DT
-
-
-def _config(folder: Path) -> StationConfig:
-    source = sample_network_station_path()
-    path = folder / "station.toml"
-    path.write_text(relocate_station_text(source.read_text(encoding="utf-8"), folder / "data", source.parent),
-                    encoding="utf-8")
-    return load_station_config(path)
 
 
 class _Server:
@@ -66,7 +58,7 @@ class _Server:
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[_Server]:
-    s = _Server(_config(tmp_path))
+    s = _Server(sample_network_config(tmp_path))
     try:
         yield s
     finally:

@@ -10,15 +10,14 @@ from dataclasses import dataclass
 import grpc
 import numpy as np
 import pytest
-from support import wait_for
+from support import sample_network_config, wait_for
 
 from dms.api import se_servicer
 from dms.api.protos import se_pb2 as pb
 from dms.api.protos import se_pb2_grpc as pb_grpc
 from dms.se.realtime import ALARM_PREFIX, RealtimeEstimator, RealtimeOptions
-from models.config import StationConfig, load_station_config
+from models.config import StationConfig
 from models.points import PointKind, Quality
-from models.samples import relocate_station_text, sample_network_station_path
 from rtu_sim.simulator import RtuSimulator
 from scada.server import ControlCenter
 from scada.topology_service import UpdateCause
@@ -40,11 +39,7 @@ class Live:
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     folder = tmp_path_factory.mktemp("se_live")
-    source = sample_network_station_path()
-    path = folder / "station.toml"
-    path.write_text(relocate_station_text(source.read_text(encoding="utf-8"), folder / "data", source.parent),
-                    encoding="utf-8")
-    config = load_station_config(path)
+    config = sample_network_config(folder)
     sim = RtuSimulator(config, seed=5)
     center = ControlCenter(config, grpc_address="127.0.0.1:0")
     holder: dict[str, RealtimeEstimator] = {}

@@ -9,24 +9,16 @@ from pathlib import Path
 
 import grpc
 import pytest
+from support import sample_network_config
 
 from dms.api.protos import study_pb2 as pb
 from dms.api.protos import study_pb2_grpc as pb_grpc
 from dms.server import DmsApplications
-from models.config import StationConfig, load_station_config
-from models.samples import relocate_station_text, sample_network_station_path
+from models.config import StationConfig
 from scada.server import ControlCenter
 
 ENGINEER = (("authorization", "Bearer engineer-demo-token"),)
 OPERATOR = (("authorization", "Bearer operator-demo-token"),)
-
-
-def _config(folder: Path) -> StationConfig:
-    source = sample_network_station_path()
-    path = folder / "station.toml"
-    path.write_text(relocate_station_text(source.read_text(encoding="utf-8"), folder / "data", source.parent),
-                    encoding="utf-8")
-    return load_station_config(path)
 
 
 class _Server:
@@ -46,7 +38,7 @@ class _Server:
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[_Server]:
-    s = _Server(_config(tmp_path))
+    s = _Server(sample_network_config(tmp_path))
     try:
         yield s
     finally:
@@ -113,7 +105,7 @@ def test_errors_name_the_problem_and_roles_are_enforced(server: _Server) -> None
 
 
 def test_an_open_study_survives_a_restart(tmp_path: Path) -> None:
-    config = _config(tmp_path)
+    config = sample_network_config(tmp_path)
     first = _Server(config)
     try:
         s = first.stub.OpenStudy(pb.OpenStudyRequest(name="kept"), metadata=ENGINEER)

@@ -10,15 +10,14 @@ from dataclasses import dataclass
 
 import grpc
 import pytest
-from support import wait_for
+from support import sample_network_config, wait_for
 
 from dms.api.protos import switching_pb2 as pb
 from dms.api.protos import switching_pb2_grpc as pb_grpc
 from dms.api.switching_servicer import register
 from dms.network_state import NetworkState
 from dms.switching import OrderState, StepAction, StepRefusedError, StepSpec, StepStatus, SwitchingService
-from models.config import OperatorConfig, Role, load_station_config
-from models.samples import relocate_station_text, sample_network_station_path
+from models.config import OperatorConfig, Role
 from rtu_sim.simulator import RtuSimulator
 from scada.server import ControlCenter
 from scada.tags import TagKind
@@ -43,11 +42,7 @@ class Live:
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     folder = tmp_path_factory.mktemp("switching")
-    source = sample_network_station_path()
-    path = folder / "station.toml"
-    path.write_text(relocate_station_text(source.read_text(encoding="utf-8"), folder / "data", source.parent),
-                    encoding="utf-8")
-    config = load_station_config(path)
+    config = sample_network_config(folder)
     sim = RtuSimulator(config, seed=5)
     center = ControlCenter(config, grpc_address="127.0.0.1:0")
     studies: dict[int, NetworkState] = {}

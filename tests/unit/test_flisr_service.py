@@ -11,16 +11,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from support import wait_for
+from support import sample_network_config, wait_for
 
 from dms.flisr.plan import FaultLocation, FlisrMode, FlisrPlan, StepPurpose, SwitchAction, SwitchingStep
 from dms.flisr.runs import RunState, StepStatus
 from dms.flisr.service import FlisrService, FlisrServiceError, FlisrSettings
 from models.commands import ControlAction, ControlRequest, ControlResult, ControlStatus
-from models.config import OperatorConfig, Role, StationConfig, load_station_config
+from models.config import OperatorConfig, Role, StationConfig
 from models.measurement_points import Quantity
 from models.points import DoubleState, PointKind
-from models.samples import relocate_station_text, sample_network_station_path
 from models.timebase import now_ms
 from models.updates import Cause, LinkEvent, UpdateBatch, new_update_rows
 from oms.outage_records import OutageRecordStore, OutageStatus
@@ -94,11 +93,7 @@ class Stack:
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[Stack]:
-    source = sample_network_station_path()
-    path = tmp_path / "station.toml"
-    path.write_text(relocate_station_text(source.read_text(encoding="utf-8"), tmp_path / "data", source.parent),
-                    encoding="utf-8")
-    config = load_station_config(path)
+    config = sample_network_config(tmp_path)
     assert config.network is not None
     data = tmp_path / "data"
     rtdb = Rtdb(config)
