@@ -6,6 +6,16 @@ A record is keyed by ``(source, source_ref)`` (``("flisr", "run-12")``), so a so
 ``restored`` once the restoration finished (customers in the faulted section may still be off: ``customers_still_off``),
 ``closed`` when the repair is done (the OMS closes it; FLISR never does). Stored in SQLite (WAL), so records outlive a
 restart of the server.
+
+Besides the source's own fields a record carries its lifecycle, written by the OMS (``set_lifecycle``): the stage
+(predicted -> confirmed -> crew assigned -> en route -> on site -> restored -> closed), the crew, the estimated time
+of restoration, the cause, whether it was planned, and its restoration steps (customers given back at each time: a
+partial restoration is a step), which the reliability indices read.
+
+One trip seen by two applications is one record: FLISR (source ``flisr``) and the OMS's SCADA-confirmed prediction
+(source ``scada``) of the same device within ``MERGE_WINDOW_MS`` are linked, whichever writes first. The FLISR record
+is the canonical one (it knows the switching); the other gets ``merged_into`` its id, lifecycle updates addressed to
+it land on the canonical record, and the indices skip it.
 """
 
 from __future__ import annotations
@@ -21,13 +31,40 @@ from models.timebase import now_ms
 from scada.errors import StorageError
 from scada.sqlite_store import SqliteStore
 
-__all__ = ["OutageRecord", "OutageRecordStore", "OutageStatus"]
+__all__ = ["MERGE_SOURCES", "MERGE_WINDOW_MS", "OutageRecord", "OutageRecordStore", "OutageStatus", "RecordStage",
+           "RestorationStep"]
 
 
 class OutageStatus(StrEnum):
     OPEN = "open"
     RESTORED = "restored"
     CLOSED = "closed"
+
+
+class RecordStage(StrEnum):
+    """Where the outage is in its lifecycle (``status`` says only open/restored/closed)."""
+
+    PREDICTED = "predicted"
+    CONFIRMED = "confirmed"  # SCADA (or a meter ping, a crew) confirmed the device open
+    CREW_ASSIGNED = "crew_assigned"
+    EN_ROUTE = "en_route"
+    ON_SITE = "on_site"
+    RESTORED = "restored"
+    CLOSED = "closed"
+
+
+#: Sources whose records of one trip are merged (see the module text), and how close their starts must be.
+MERGE_SOURCES = ("flisr", "scada")
+MERGE_WINDOW_MS = 120_000
+
+
+@dataclass(frozen=True, slots=True)
+class RestorationStep:
+    """``customers`` got supply back at ``time_ms`` (UTC epoch ms)."""
+
+    time_ms: int
+    customers: int
+    note: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,10 +85,27 @@ class OutageRecord:
     status: OutageStatus = OutageStatus.OPEN
     notes: tuple[str, ...] = field(default=())
     updated_ms: int = -1
+    planned: bool = False
+    cause: str = ""
+    stage: RecordStage = RecordStage.PREDICTED
+    etr_ms: int = -1  # estimated restoration, UTC epoch ms; -1 unknown
+    crew: str = ""
+    steps: tuple[RestorationStep, ...] = field(default=())
+    closed_ms: int = -1
+    merged_into: int = 0  # the canonical record of the same trip (0: this one is canonical)
+    log: tuple[str, ...] = field(default=())  # lifecycle entries (crew, cause, closing); ``notes``: the source's
 
 
-_COLS = ("id, source, source_ref, feeder, tripped_device, faulted_elements, isolated_boundary, customers_interrupted, "
-         "customers_restored, customers_still_off, started_ms, isolated_ms, restored_ms, status, notes, updated_ms")
+_BASE_COLS = ("id, source, source_ref, feeder, tripped_device, faulted_elements, isolated_boundary, "
+              "customers_interrupted, customers_restored, customers_still_off, started_ms, isolated_ms, restored_ms, "
+              "status, notes, updated_ms")
+# columns added after the first release: (name, SQL type and default) - an older file gets them at open
+_LIFECYCLE = (("planned", "INTEGER NOT NULL DEFAULT 0"), ("cause", "TEXT NOT NULL DEFAULT ''"),
+              ("stage", "TEXT NOT NULL DEFAULT 'predicted'"), ("etr_ms", "INTEGER NOT NULL DEFAULT -1"),
+              ("crew", "TEXT NOT NULL DEFAULT ''"), ("steps", "TEXT NOT NULL DEFAULT '[]'"),
+              ("closed_ms", "INTEGER NOT NULL DEFAULT -1"), ("merged_into", "INTEGER NOT NULL DEFAULT 0"),
+              ("log", "TEXT NOT NULL DEFAULT '[]'"))
+_COLS = _BASE_COLS + ", " + ", ".join(name for name, _ in _LIFECYCLE)
 
 
 class OutageRecordStore(SqliteStore):
@@ -82,7 +136,15 @@ class OutageRecordStore(SqliteStore):
 
     def __init__(self, path: str | Path, *, durable: bool = False) -> None:
         super().__init__(path, durable=durable)
-        self._write_lock = threading.Lock()
+        self._write_lock = threading.RLock()
+        try:
+            with self.conn() as c:
+                have = {row[1] for row in c.execute("PRAGMA table_info(outage_records)")}
+                for name, decl in _LIFECYCLE:
+                    if name not in have:
+                        c.execute(f"ALTER TABLE outage_records ADD COLUMN {name} {decl}")
+        except sqlite3.Error as exc:
+            raise StorageError(f"{self.path}: cannot add the lifecycle columns to outage_records: {exc}") from exc
 
     def open_or_update(
         self,
@@ -101,60 +163,93 @@ class OutageRecordStore(SqliteStore):
         restored_ms: int = -1,
         status: OutageStatus | str = OutageStatus.OPEN,
         notes: tuple[str, ...] = (),
+        planned: bool | None = None,
+        cause: str | None = None,
+        stage: RecordStage | str | None = None,
+        steps: tuple[RestorationStep, ...] | None = None,
     ) -> OutageRecord:
-        """Open the record of ``(source, source_ref)`` or replace its fields; returns it as stored. A closed record
-        stays closed (a late update from its source does not reopen it)."""
+        """Open the record of ``(source, source_ref)`` or replace its source fields; returns it as stored. The
+        lifecycle fields given as None keep their stored values (a new record: not planned, no cause, stage
+        predicted, no steps). A closed record stays closed (a late update from its source does not reopen it)."""
         if not source or not source_ref:
             raise ValueError(f"outage record: source and source_ref must not be empty (got {source!r}, "
                              f"{source_ref!r})")
-        try:
-            status = OutageStatus(status)
-        except ValueError:
-            raise ValueError(f"outage record {source}/{source_ref}: unknown status {status!r} (expected one of "
-                             f"{', '.join(OutageStatus)})") from None
+        where = f"outage record {source}/{source_ref}"
+        status = _enum(OutageStatus, status, where, "status")
+        new_stage = None if stage is None else _enum(RecordStage, stage, where, "stage")
         with self._write_lock:
             old = self._find(source, source_ref)
             if old is not None and old.status is OutageStatus.CLOSED:
                 status = OutageStatus.CLOSED
-            rec = OutageRecord(
-                id=old.id if old is not None else 0, source=source, source_ref=source_ref, feeder=feeder,
-                tripped_device=tripped_device, faulted_elements=tuple(faulted_elements),
+            base = old if old is not None else OutageRecord(0, source, source_ref, feeder, tripped_device, (), (), 0,
+                                                            0, 0, -1)
+            rec = replace(
+                base, feeder=feeder, tripped_device=tripped_device, faulted_elements=tuple(faulted_elements),
                 isolated_boundary=tuple(isolated_boundary), customers_interrupted=int(customers_interrupted),
                 customers_restored=int(customers_restored), customers_still_off=int(customers_still_off),
                 started_ms=int(started_ms if started_ms >= 0 else (old.started_ms if old else now_ms())),
                 isolated_ms=int(isolated_ms), restored_ms=int(restored_ms), status=status, notes=tuple(notes),
-                updated_ms=now_ms())
-            values = (rec.source, rec.source_ref, rec.feeder, rec.tripped_device, json.dumps(rec.faulted_elements),
-                      json.dumps(rec.isolated_boundary), rec.customers_interrupted, rec.customers_restored,
-                      rec.customers_still_off, rec.started_ms, rec.isolated_ms, rec.restored_ms, rec.status.value,
-                      json.dumps(rec.notes), rec.updated_ms)
-            try:
-                with self.conn() as c:
-                    if old is None:
-                        cur = c.execute(f"INSERT INTO outage_records ({_COLS}) VALUES "
-                                        "(NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", values)
-                        rec = replace(rec, id=int(cur.lastrowid or 0))
-                    else:
-                        c.execute("UPDATE outage_records SET source=?, source_ref=?, feeder=?, tripped_device=?, "
-                                  "faulted_elements=?, isolated_boundary=?, customers_interrupted=?, "
-                                  "customers_restored=?, customers_still_off=?, started_ms=?, isolated_ms=?, "
-                                  "restored_ms=?, status=?, notes=?, updated_ms=? WHERE id=?", (*values, old.id))
-            except sqlite3.Error as exc:
-                raise StorageError(f"{self.path}: cannot store outage record {source}/{source_ref}: {exc}") from exc
+                updated_ms=now_ms(), planned=base.planned if planned is None else bool(planned),
+                cause=base.cause if cause is None else cause, steps=base.steps if steps is None else tuple(steps))
+            if status is OutageStatus.CLOSED:
+                rec = replace(rec, stage=RecordStage.CLOSED)
+            elif new_stage is not None:
+                rec = replace(rec, stage=new_stage)
+            rec = self._write(rec, insert=old is None)
+            if old is None and source in MERGE_SOURCES:
+                rec = self._link_same_trip(rec)
             return rec
 
-    def close_record(self, record_id: int, note: str = "") -> OutageRecord:
-        """Close a record (repair done); LookupError when there is no such record."""
+    def set_lifecycle(self, record_id: int, *, stage: RecordStage | str | None = None, etr_ms: int | None = None,
+                      crew: str | None = None, cause: str | None = None, note: str = "") -> OutageRecord:
+        """Move a record along its lifecycle (the canonical record when ``record_id`` was merged into another);
+        LookupError when there is no such record. A closed record keeps its stage."""
+        with self._write_lock:
+            rec = self.canonical(record_id)
+            where = f"outage record {rec.id}"
+            new_stage = rec.stage if stage is None else _enum(RecordStage, stage, where, "stage")
+            if rec.status is OutageStatus.CLOSED:
+                new_stage = RecordStage.CLOSED
+            rec = replace(rec, stage=new_stage, etr_ms=rec.etr_ms if etr_ms is None else int(etr_ms),
+                          crew=rec.crew if crew is None else crew, cause=rec.cause if cause is None else cause,
+                          log=rec.log + ((note,) if note else ()), updated_ms=now_ms())
+            return self._write(rec, insert=False)
+
+    def close_record(self, record_id: int, note: str = "", *, closed_ms: int | None = None,
+                     cause: str | None = None) -> OutageRecord:
+        """Close a record (repair done; the canonical one when ``record_id`` was merged); LookupError when there is
+        no such record, ValueError when it closes before it started."""
+        with self._write_lock:
+            rec = self.canonical(record_id)
+            when = now_ms() if closed_ms is None or closed_ms < 0 else int(closed_ms)
+            if when < rec.started_ms:
+                raise ValueError(f"outage record {rec.id}: closing time {when} is before its start {rec.started_ms}")
+            if rec.status is OutageStatus.CLOSED:
+                return rec
+            rec = replace(rec, status=OutageStatus.CLOSED, stage=RecordStage.CLOSED, closed_ms=when,
+                          cause=rec.cause if cause is None else cause, log=rec.log + ((note,) if note else ()),
+                          updated_ms=now_ms())
+            return self._write(rec, insert=False)
+
+    def link(self, record_id: int, into_id: int) -> OutageRecord:
+        """Fold a record into another one (its customers are counted there), or unfold it (``into_id`` 0)."""
         with self._write_lock:
             rec = self.get(record_id)
-            notes = rec.notes + ((note,) if note else ())
-            try:
-                with self.conn() as c:
-                    c.execute("UPDATE outage_records SET status=?, notes=?, updated_ms=? WHERE id=?",
-                              (OutageStatus.CLOSED.value, json.dumps(notes), now_ms(), record_id))
-            except sqlite3.Error as exc:
-                raise StorageError(f"{self.path}: cannot close outage record {record_id}: {exc}") from exc
-            return self.get(record_id)
+            if into_id:
+                target = self.canonical(into_id)
+                if target.id == rec.id:
+                    raise ValueError(f"outage record {rec.id}: cannot be merged into itself")
+                into_id = target.id
+            return self._write(replace(rec, merged_into=int(into_id), updated_ms=now_ms()), insert=False)
+
+    def canonical(self, record_id: int) -> OutageRecord:
+        """The record itself, or the one it was merged into."""
+        rec = self.get(record_id)
+        for _ in range(8):  # a chain is at most one link long; bounded against a damaged file
+            if not rec.merged_into:
+                break
+            rec = self.get(rec.merged_into)
+        return rec
 
     def get(self, record_id: int) -> OutageRecord:
         rows = self._query(f"SELECT {_COLS} FROM outage_records WHERE id = ?", (record_id,))
@@ -165,9 +260,9 @@ class OutageRecordStore(SqliteStore):
     def find(self, source: str, source_ref: str) -> OutageRecord | None:
         return self._find(source, source_ref)
 
-    def list(self, *, status: OutageStatus | str | None = None, feeder: str | None = None,
-             limit: int = 1000) -> list[OutageRecord]:
-        """Newest first."""
+    def list(self, *, status: OutageStatus | str | None = None, feeder: str | None = None, limit: int = 1000,
+             include_merged: bool = True, since_ms: int | None = None) -> list[OutageRecord]:
+        """Newest first; ``since_ms``: records started at or after it."""
         where, args = [], []
         if status is not None:
             where.append("status = ?")
@@ -175,10 +270,56 @@ class OutageRecordStore(SqliteStore):
         if feeder is not None:
             where.append("feeder = ?")
             args.append(feeder)
+        if not include_merged:
+            where.append("merged_into = 0")
+        if since_ms is not None:
+            where.append("started_ms >= ?")
+            args.append(int(since_ms))
         sql = f"SELECT {_COLS} FROM outage_records"
         if where:
             sql += " WHERE " + " AND ".join(where)
         return self._query(sql + " ORDER BY id DESC LIMIT ?", (*args, limit))
+
+    # ------------------------------------------------------------------------------------------ internals
+    def _link_same_trip(self, rec: OutageRecord) -> OutageRecord:
+        """Merge a new flisr/scada record with the other source's open record of the same device and trip."""
+        other = next(s for s in MERGE_SOURCES if s != rec.source)
+        rows = self._query(f"SELECT {_COLS} FROM outage_records WHERE source = ? AND tripped_device = ? AND "
+                           "merged_into = 0 AND status != ? AND abs(started_ms - ?) <= ? ORDER BY id DESC LIMIT 1",
+                           (other, rec.tripped_device, OutageStatus.CLOSED.value, rec.started_ms, MERGE_WINDOW_MS))
+        if not rows:
+            return rec
+        mate = rows[0]
+        flisr, scada = (rec, mate) if rec.source == "flisr" else (mate, rec)
+        note = f"same trip as {scada.source} record {scada.id} ({scada.source_ref}): merged into this record"
+        # the OMS's lifecycle so far (crew, ETR, cause) moves to the canonical record
+        flisr = replace(flisr, stage=_later(flisr.stage, scada.stage), etr_ms=max(flisr.etr_ms, scada.etr_ms),
+                        crew=flisr.crew or scada.crew, cause=flisr.cause or scada.cause,
+                        log=flisr.log + scada.log + (note,), updated_ms=now_ms())
+        self._write(flisr, insert=False)
+        merged = self._write(replace(scada, merged_into=flisr.id, updated_ms=now_ms()), insert=False)
+        return flisr if rec.source == "flisr" else merged
+
+    def _write(self, rec: OutageRecord, *, insert: bool) -> OutageRecord:
+        values = (rec.source, rec.source_ref, rec.feeder, rec.tripped_device, json.dumps(rec.faulted_elements),
+                  json.dumps(rec.isolated_boundary), rec.customers_interrupted, rec.customers_restored,
+                  rec.customers_still_off, rec.started_ms, rec.isolated_ms, rec.restored_ms, rec.status.value,
+                  json.dumps(rec.notes), rec.updated_ms, int(rec.planned), rec.cause, rec.stage.value, rec.etr_ms,
+                  rec.crew, json.dumps([[s.time_ms, s.customers, s.note] for s in rec.steps]), rec.closed_ms,
+                  rec.merged_into, json.dumps(rec.log))
+        names = _COLS.split(", ")[1:]
+        try:
+            with self.conn() as c:
+                if insert:
+                    cur = c.execute(f"INSERT INTO outage_records ({', '.join(names)}) VALUES "
+                                    f"({', '.join('?' * len(names))})", values)
+                    return replace(rec, id=int(cur.lastrowid or 0))
+                c.execute(f"UPDATE outage_records SET {', '.join(n + '=?' for n in names)} WHERE id=?",
+                          (*values, rec.id))
+                return rec
+        except sqlite3.Error as exc:
+            raise StorageError(f"{self.path}: cannot store outage record {rec.source}/{rec.source_ref}: "
+                               f"{exc}") from exc
 
     def _find(self, source: str, source_ref: str) -> OutageRecord | None:
         rows = self._query(f"SELECT {_COLS} FROM outage_records WHERE source = ? AND source_ref = ?",
@@ -191,5 +332,23 @@ class OutageRecordStore(SqliteStore):
         except sqlite3.Error as exc:
             raise StorageError(f"{self.path}: cannot read outage records: {exc}") from exc
         return [OutageRecord(r[0], r[1], r[2], r[3], r[4], tuple(json.loads(r[5])), tuple(json.loads(r[6])), r[7],
-                             r[8], r[9], r[10], r[11], r[12], OutageStatus(r[13]), tuple(json.loads(r[14])), r[15])
+                             r[8], r[9], r[10], r[11], r[12], OutageStatus(r[13]), tuple(json.loads(r[14])), r[15],
+                             bool(r[16]), r[17], RecordStage(r[18]), r[19], r[20],
+                             tuple(RestorationStep(int(t), int(n), str(note)) for t, n, note in json.loads(r[21])),
+                             r[22], r[23], tuple(json.loads(r[24])))
                 for r in rows]
+
+
+_STAGE_ORDER = {s: i for i, s in enumerate(RecordStage)}
+
+
+def _later(a: RecordStage, b: RecordStage) -> RecordStage:
+    return a if _STAGE_ORDER[a] >= _STAGE_ORDER[b] else b
+
+
+def _enum(cls: type, value: object, where: str, what: str):  # noqa: ANN202 - returns a member of cls
+    try:
+        return cls(value)
+    except ValueError:
+        raise ValueError(f"{where}: unknown {what} {value!r} (expected one of "
+                         f"{', '.join(m.value for m in cls)})") from None

@@ -343,23 +343,33 @@ def interruptions_from_outage_records(records: Iterable[OutageRecord], *,
                                       utc_offset: timedelta = timedelta(0)) -> list[Interruption]:
     """Interruptions of the server's outage records (times shifted by ``utc_offset`` into the utility's clock).
 
-    The ``customers_restored`` of a record were off from ``started_ms`` to ``restored_ms``; its
-    ``customers_still_off`` until the record was closed (``updated_ms`` of a closed record: the repair is done). A
-    record not yet restored, or still-off customers of a record not yet closed, are ongoing and not counted."""
+    A record's restoration steps say when which number of customers got supply back (a partial restoration is a
+    step). A record without steps (FLISR's own): its ``customers_restored`` were off from ``started_ms`` to
+    ``restored_ms``. Its ``customers_still_off`` when it was closed were off until ``closed_ms`` (the repair; an
+    older record without it: ``updated_ms``); customers handed to a nested outage's own record are not in it.
+    Records merged into another (one trip seen by FLISR and the OMS) are skipped; customers of a record not yet
+    restored or closed are ongoing and not counted. Planned records stay planned (IEEE 1366 reports them apart)."""
     def clock(ms: int) -> datetime:
         return (datetime.fromtimestamp(ms / 1000.0, UTC) + utc_offset).replace(tzinfo=None)
 
     out: list[Interruption] = []
     for r in records:
-        if r.started_ms < 0:
+        if r.started_ms < 0 or r.merged_into:
             continue
-        # The two parts are disjoint sets of customers, so they get different event ids: a FLISR restoration within
-        # the momentary threshold is a momentary event for the restored customers whatever the rest went through.
+        # Parts are disjoint sets of customers, so they get different event ids: a FLISR restoration within the
+        # momentary threshold is a momentary event for the restored customers whatever the rest went through.
         ref = f"{r.source}/{r.source_ref}"
-        if r.restored_ms >= r.started_ms and r.customers_restored > 0:
-            out.append(Interruption(clock(r.started_ms), clock(r.restored_ms), r.customers_restored, feeder=r.feeder,
-                                    cause=r.tripped_device, event_id=ref))
-        if r.status is OutageStatus.CLOSED and r.customers_still_off > 0 and r.updated_ms >= r.started_ms:
-            out.append(Interruption(clock(r.started_ms), clock(r.updated_ms), r.customers_still_off,
-                                    feeder=r.feeder, cause=r.tripped_device, event_id=f"{ref}/repair"))
+
+        def part(end_ms: int, customers: int, suffix: str, r: OutageRecord = r, ref: str = ref) -> None:
+            if customers > 0 and end_ms >= r.started_ms:
+                out.append(Interruption(clock(r.started_ms), clock(end_ms), customers, feeder=r.feeder,
+                                        planned=r.planned, cause=r.cause or r.tripped_device, event_id=ref + suffix))
+
+        if r.steps:
+            for k, step in enumerate(r.steps):
+                part(step.time_ms, step.customers, f"/step-{k + 1}")
+        elif r.restored_ms >= r.started_ms:
+            part(r.restored_ms, r.customers_restored, "")
+        if r.status is OutageStatus.CLOSED:
+            part(r.closed_ms if r.closed_ms >= 0 else r.updated_ms, r.customers_still_off, "/repair")
     return out

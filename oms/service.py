@@ -6,7 +6,20 @@ shared ``OutageRecordStore`` (the one FLISR writes, passed in) and a ``CrewBoard
 Evidence is applied as it arrives, under one lock (the predictor is single-owner); a worker thread runs ``analyse``
 every ``period_s`` (and right after each submission) and opens/updates one outage record per prediction: source
 ``scada`` when SCADA confirmed the device open before any meter or customer reported, else ``ami``; each new outage
-also becomes a work item on the crew board (its ETR is the board's once a crew is assigned).
+also becomes a work item on the crew board.
+
+Each record follows its outage's lifecycle: predicted -> confirmed (SCADA or a meter ping) -> crew assigned -> en
+route -> on site (the crew board's stages, reported from the field) -> restored -> closed, with the cause (a trip, a
+command, a predicted fuse operation, or what an operator or crew enters), the ETR (``EtrRules``: the board's once a
+crew is assigned, else report time + dispatch + the device kind's repair time, stretched in storm mode) and the
+restoration steps (customers given back at each partial restoration). A record closes when its customers are all
+back and no crew is on site, or when the crew on site reports the work done, or by an operator.
+
+Openings of protective switches by a control-centre command (cause "return remote", or a command on the point just
+before) are outages of their customers but not trips: their cause says so, and when a planned outage covers the
+switch (``planned_lookup``) the prediction writes no unplanned record (the planned outage has its own).
+
+Storm mode (``StormRules``): many active outages or an event burst; the summary (``summary``) is what operators see.
 
 Usage (the centre's gRPC server picks the servicer up)::
 
@@ -18,7 +31,10 @@ Usage (the centre's gRPC server picks the servicer up)::
 from __future__ import annotations
 
 import logging
+import math
 import threading
+import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,12 +46,24 @@ from models.config import StationConfig
 from models.network import SwitchKind
 from models.points import DoubleState, PointKind, Quality
 from models.timebase import now_ms
+from models.updates import Cause
 from oms.connectivity import Connectivity, UnknownElementError, build_connectivity
-from oms.crews import CrewBoard, CrewError, work_item_for_device
+from oms.crews import (
+    Assignment,
+    Crew,
+    CrewBoard,
+    CrewError,
+    CrewStatus,
+    OutageStage,
+    WorkItem,
+    make_work_item,
+    required_skill,
+    work_item_for_device,
+)
 from oms.end_device_events import oms_events_from_message
 from oms.errors import OmsError
 from oms.events import EventKind, OmsEvent, format_time_ms
-from oms.outage_records import OutageRecord, OutageRecordStore, OutageStatus
+from oms.outage_records import OutageRecord, OutageRecordStore, OutageStatus, RecordStage, RestorationStep
 from oms.prediction import (
     IngestReport,
     OutagePredictor,
@@ -44,11 +72,14 @@ from oms.prediction import (
     PredictionState,
     SingleLightOut,
     SloState,
+    TimelineEntry,
 )
+from scada.bounded_queue import BoundedQueue
 from scada.rtdb import Rtdb
 from scada.topology_service import TopologyService
 
-__all__ = ["BreakerInfo", "CustomerInfo", "OmsService"]
+__all__ = ["BreakerInfo", "CustomerInfo", "EtrRules", "FeederOutages", "OmsService", "OutageSummary", "OutageWatch",
+           "StormRules"]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +87,36 @@ _PROTECTIVE = frozenset({SwitchKind.BREAKER, SwitchKind.RECLOSER, SwitchKind.FUS
 _BREAKERS = frozenset({SwitchKind.BREAKER, SwitchKind.RECLOSER})
 _UNUSABLE = int(Quality.INVALID | Quality.COMM_LOST)
 _ACTIVE = (PredictionState.PREDICTED, PredictionState.CONFIRMED)
+_CREW_STAGE = {OutageStage.CREW_ASSIGNED: RecordStage.CREW_ASSIGNED, OutageStage.EN_ROUTE: RecordStage.EN_ROUTE,
+               OutageStage.ON_SITE: RecordStage.ON_SITE}
+
+
+@dataclass(frozen=True, slots=True)
+class EtrRules:
+    """Estimated time of restoration before a crew is assigned (after that: the crew board's travel + repair)."""
+
+    dispatch_s: float = 2700.0  # from the first report to a crew on site, typical for the utility
+    storm_factor: float = 3.0  # in storm mode crews are shared out: ETRs stretch by this factor
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.dispatch_s) and self.dispatch_s >= 0):
+            raise OmsError(f"ETR rules: dispatch_s must be >= 0 (got {self.dispatch_s})")
+        if not (math.isfinite(self.storm_factor) and self.storm_factor >= 1):
+            raise OmsError(f"ETR rules: storm_factor must be >= 1 (got {self.storm_factor})")
+
+
+@dataclass(frozen=True, slots=True)
+class StormRules:
+    """When the OMS is in storm mode (force majeure, EHV outage): operators get a summary, ETRs stretch."""
+
+    active_outages: int = 20  # this many device outages and single lights out at once
+    events_per_minute: int = 2000  # or this many AMI/call/SCADA events within the last minute
+    customers_off: int = 5000  # or this many customers off
+
+    def __post_init__(self) -> None:
+        for name in ("active_outages", "events_per_minute", "customers_off"):
+            if getattr(self, name) < 1:
+                raise OmsError(f"storm rules: {name} must be >= 1 (got {getattr(self, name)})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +127,7 @@ class CustomerInfo:
     outage_id: str  # prediction or SLO id, "" when on supply
     device: str
     since_ms: int  # -1 when on supply
-    etr_ms: int  # -1 unless a crew is assigned
+    etr_ms: int  # -1 when unknown
     text: str
 
 
@@ -83,12 +144,48 @@ class BreakerInfo:
     etr_ms: int
 
 
+@dataclass(frozen=True, slots=True)
+class FeederOutages:
+    feeder: str
+    outages: int
+    customers_off: int
+
+
+@dataclass(frozen=True, slots=True)
+class OutageSummary:
+    storm: bool
+    storm_reason: str
+    active_outages: int
+    confirmed: int
+    single_lights_out: int
+    customers_off: int
+    meters_off: int
+    events_last_minute: int
+    events_total: int
+    crews_busy: int
+    crews_available: int
+    waiting_for_crew: int
+    feeders: tuple[FeederOutages, ...]
+    largest: tuple[Prediction, ...]
+    text: str
+
+
+class OutageWatch(BoundedQueue["Prediction | SingleLightOut"]):
+    """A subscriber's queue of changed outages; when it overflows the newest state of each outage is kept."""
+
+    def _overflow(self, backlog: list[Prediction | SingleLightOut],
+                  item: Prediction | SingleLightOut) -> list[Prediction | SingleLightOut]:
+        latest = {o.id: o for o in [*backlog, item]}
+        return list(latest.values())[-self.max_pending:]
+
+
 class OmsService:
     """Thread-safe; ``start``/``stop`` run the RTDB watcher and the analysis worker."""
 
     def __init__(self, config: StationConfig, rtdb: Rtdb, topology: TopologyService, data_dir: str | Path, *,
                  store: OutageRecordStore, rules: PredictionRules | None = None,
-                 clock: Callable[[], int] = now_ms, period_s: float = 1.0) -> None:
+                 clock: Callable[[], int] = now_ms, period_s: float = 1.0, commands: Any = None,
+                 etr: EtrRules | None = None, storm: StormRules | None = None, command_grace_s: float = 5.0) -> None:
         if period_s <= 0:
             raise OmsError(f"OMS service: period_s must be > 0 (got {period_s})")
         self.config = config
@@ -98,18 +195,32 @@ class OmsService:
         self.clock = clock  # UTC epoch ms (the servicer computes expected durations with it)
         self._period_s = period_s
         self.store = store
+        self.etr_rules = etr or EtrRules()
+        self.storm_rules = storm or StormRules()
         self.model = topology.model
         closed = {s.mrid: not s.closed for s in topology.switch_states()}
         self.connectivity: Connectivity = build_connectivity(self.model, closed)
         self.predictor = OutagePredictor(self.connectivity, rules)
-        self.crews = CrewBoard(Path(data_dir) / "crews.sqlite")
+        self._stage_changes: deque[tuple[str, OutageStage, int]] = deque()
+        self.crews = CrewBoard(Path(data_dir) / "crews.sqlite", on_stage=self._on_crew_stage)
+        #: ``(switch name, time_ms) -> description`` of a planned outage opening that switch, or None
+        self.planned_lookup: Callable[[str, int], str | None] | None = None
         self._lock = threading.RLock()
         self._session = str(clock())  # prediction ids restart at P1 with every run: records are keyed per run
-        self._record_source: dict[str, str] = {}  # prediction id -> its record's source (fixed at opening)
+        self._record_source: dict[str, str] = {}  # outage id -> its record's source (fixed at opening)
         self._record_id: dict[str, int] = {}
-        self._seen: dict[str, int] = {}  # prediction id -> timeline length last written
-        self._work: set[str] = set()  # prediction ids with a work item on the board
+        self._seen: dict[str, int] = {}  # outage id -> timeline length last written
+        self._work: set[str] = set()  # outage ids with a work item on the board
+        self._planned: dict[str, str] = {}  # prediction id -> the planned outage covering it
         self._trip_cause: dict[str, str] = {}  # switch name -> how it opened, as seen by the OMS
+        self._commanded_open: set[str] = set()  # switches opened by a control-centre command
+        self._events: deque[tuple[float, int]] = deque()  # (monotonic s, events) of the last minute
+        self._events_total = 0
+        self._watches: list[OutageWatch] = []
+        self._command_grace_s = command_grace_s
+        self._last_command: dict[int, float] = {}  # point id -> monotonic time of its last command
+        if commands is not None:
+            commands.add_outcome_listener(lambda o: self._last_command.__setitem__(int(o.point), time.monotonic()))
         # protective switches' status points -> switch index
         self._point_switch: dict[int, int] = {}
         for p in config.points:
@@ -154,6 +265,8 @@ class OmsService:
     def submit(self, events: list[OmsEvent]) -> IngestReport:
         with self._lock:
             report = self.predictor.ingest(events)
+            self._events.append((time.monotonic(), len(events)))
+            self._events_total += len(events)
         self._wake.set()
         return report
 
@@ -176,17 +289,28 @@ class OmsService:
 
     # ------------------------------------------------------------------------------------------ results out
     def analyse(self) -> list[Prediction]:
-        """One analysis now (the worker calls it every period); writes records and work items; returns all
-        predictions."""
+        """One analysis now (the worker calls it every period); writes records and work items, moves records along
+        the crews' stages and tells watchers what changed; returns all predictions."""
         now = self._clock()
+        changed: list[Prediction | SingleLightOut] = []
         with self._lock:
-            predictions, _slos = self.predictor.analyse(now)
+            predictions, slos = self.predictor.analyse(now)
             for p in predictions:
                 if self._seen.get(p.id) != len(p.timeline):
                     self._write_record(p, now)
                     self._seen[p.id] = len(p.timeline)
+                    changed.append(p)
+            for slo in slos:
+                if self._seen.get(slo.id) != len(slo.timeline):
+                    self._write_slo_record(slo, now)
+                    self._seen[slo.id] = len(slo.timeline)
+                    changed.append(slo)
+            self._apply_crew_stages()
+            watches = list(self._watches)
+        for w in watches:
+            for o in changed:
+                w.offer(o)
         return predictions
-
     def predictions(self, *, active_only: bool = False) -> list[Prediction]:
         with self._lock:
             return self.predictor.predictions(active_only=active_only)
@@ -200,6 +324,15 @@ class OmsService:
         with self._lock:
             return self.predictor.meters_off
 
+    def source_of(self, p: Prediction) -> str:
+        """Who found the outage: "planned" (switching of a planned outage), "scada" (a telemetered device opened
+        before any meter or caller reported) or "ami"."""
+        with self._lock:
+            if p.id in self._planned:
+                return "planned"
+            return self._record_source.get(p.id) or ("scada" if p.scada_confirmed and not (p.pons or p.calls)
+                                                      else "ami")
+
     def record_id(self, prediction_id: str) -> int:
         with self._lock:
             return self._record_id.get(prediction_id, 0)
@@ -211,10 +344,135 @@ class OmsService:
         except CrewError:
             return -1
 
+    def estimated_restoration_ms(self, outage_id: str) -> int:
+        """The ETR customers are told: the crew board's once a crew is assigned, else by ``EtrRules`` (first report
+        + dispatch + the device kind's repair time, times the storm factor in storm mode); -1 for no such outage."""
+        board = self.etr_ms(outage_id)
+        if board >= 0:
+            return board
+        with self._lock:
+            found = self._outage(outage_id)
+        if found is None:
+            return -1
+        kind = found.device_kind if isinstance(found, Prediction) else "meter"
+        try:
+            repair_s = self.crews.repair.repair_s(kind)
+        except CrewError:
+            repair_s = self.crews.repair.repair_s("switch")
+        factor = self.etr_rules.storm_factor if self.storm()[0] else 1.0
+        return int(found.first_event_ms + (self.etr_rules.dispatch_s + repair_s) * factor * 1000)
+
+    def storm(self) -> tuple[bool, str]:
+        """(storm mode?, why)."""
+        with self._lock:
+            active = len(self.predictor.predictions(active_only=True)) + len(self.predictor.slos(active_only=True))
+            off = self.predictor.meters_off
+            recent = self._recent_events()
+        r = self.storm_rules
+        reasons = []
+        if active >= r.active_outages:
+            reasons.append(f"{active} outages active (storm at {r.active_outages})")
+        if recent >= r.events_per_minute:
+            reasons.append(f"{recent} events in the last minute (storm at {r.events_per_minute})")
+        if off >= r.customers_off:
+            reasons.append(f"{off} meters off (storm at {r.customers_off})")
+        return bool(reasons), "; ".join(reasons)
+
+    def summary(self, top: int = 10) -> OutageSummary:
+        """What an operator sees: counts, the feeders with customers off, the largest outages."""
+        with self._lock:
+            active = self.predictor.predictions(active_only=True)
+            slos = self.predictor.slos(active_only=True)
+            meters_off = self.predictor.meters_off
+            recent = self._recent_events()
+            total = self._events_total
+        storm, why = self.storm()
+        feeders: dict[str, list[int]] = {}
+        for p in active:
+            f = feeders.setdefault(p.feeder, [0, 0])
+            f[0] += 1
+            f[1] += p.customers_off
+        rows = tuple(FeederOutages(k, v[0], v[1]) for k, v in sorted(feeders.items(), key=lambda kv: -kv[1][1]))
+        crews = self.crews.crews()
+        busy = sum(1 for c in crews if c.outage_id)
+        available = sum(1 for c in crews if c.status is CrewStatus.AVAILABLE)
+        waiting = len(self.crews.waiting())
+        off = sum(p.customers_off for p in active) + len(slos)
+        largest = tuple(sorted(active, key=lambda p: (-p.customers_off, p.id))[:max(1, top)])
+        confirmed = sum(1 for p in active if p.state is PredictionState.CONFIRMED)
+        text = (f"{'STORM MODE: ' if storm else ''}{len(active)} outages ({confirmed} confirmed), {len(slos)} single "
+                f"lights out, {off} customers off; {waiting} waiting for a crew, {busy} crews busy, {available} "
+                "available")
+        return OutageSummary(storm, why, len(active), confirmed, len(slos), off, meters_off, recent, total, busy,
+                             available, waiting, rows, largest, text)
+
+    def watch(self, max_pending: int = 1000) -> OutageWatch:
+        """A queue of every outage (prediction or SLO) whose state changes from now on."""
+        w = OutageWatch("oms-watch", max_pending)
+        with self._lock:
+            self._watches.append(w)
+        return w
+
+    def unwatch(self, w: OutageWatch) -> None:
+        w.close()
+        with self._lock:
+            if w in self._watches:
+                self._watches.remove(w)
+
     def other_records(self, *, active_only: bool = False) -> list[OutageRecord]:
-        """Records written by other applications (FLISR)."""
-        recs = self.store.list(status=OutageStatus.OPEN if active_only else None)
-        return [r for r in recs if not r.source_ref.startswith(f"{self._session}-")]
+        """Records written by other applications (FLISR, planned outages), less those that are the canonical record
+        of one of the OMS's own outages (one trip shows once)."""
+        recs = self.store.list(status=OutageStatus.OPEN if active_only else None, include_merged=False)
+        with self._lock:
+            ours = set(self._record_id.values())
+        return [r for r in recs if not r.source_ref.startswith(f"{self._session}-") and r.id not in ours]
+
+    # ------------------------------------------------------------------------------------------ records
+    def update_record(self, record_id: int, *, cause: str = "", note: str = "", operator: str = "") -> OutageRecord:
+        """An operator's or crew's cause/note on a record (the canonical one of a merged trip)."""
+        who = f"{operator}: " if operator else ""
+        return self.store.set_lifecycle(record_id, cause=cause or None,
+                                        note=f"{_iso(self._clock())} {who}{note}" if note else
+                                        (f"{_iso(self._clock())} {who}cause set to {cause!r}" if cause else ""))
+
+    def close_record(self, record_id: int, *, note: str = "", closed_ms: int = 0, cause: str = "",
+                     operator: str = "") -> OutageRecord:
+        """Close a record by hand (repair done); refused while its customers are still off by the OMS's account."""
+        rec = self.store.canonical(record_id)
+        with self._lock:
+            for oid, rid in self._record_id.items():
+                if rid != rec.id and self.store.canonical(rid).id != rec.id:
+                    continue
+                o = self._outage(oid)
+                if o is not None and _is_active(o):
+                    off = o.customers_off if isinstance(o, Prediction) else 1
+                    raise OmsError(f"outage record {rec.id}: outage {oid} at {_device(o)} still has {off} customers "
+                                   "off; restore them (or let the meters report) before closing")
+        when = closed_ms if closed_ms > 0 else self._clock()
+        text = f"{_iso(when)} closed" + (f" by {operator}" if operator else "") + (f": {note}" if note else "")
+        return self.store.close_record(rec.id, text, closed_ms=when, cause=cause or None)
+
+    # ------------------------------------------------------------------------------------------ crews
+    def add_crew(self, crew: Crew) -> Crew:
+        added = self.crews.add_crew(crew)
+        self._reoptimise()
+        return added
+
+    def report_crew_status(self, crew_id: str, status: CrewStatus | str, time_ms: int = 0, *,
+                           location: tuple[float, float] | None = None) -> OutageStage | None:
+        """A field report; moves the crew's outage (and its record) along. Available after on site = work done."""
+        stage = self.crews.report_status(crew_id, status, time_ms if time_ms > 0 else self._clock(),
+                                         location=location)
+        if CrewStatus(status) in (CrewStatus.AVAILABLE, CrewStatus.OFF_SHIFT):
+            self._reoptimise()
+        self._wake.set()
+        return stage
+
+    def assignments(self) -> list[Assignment]:
+        return self.crews.assignments()
+
+    def waiting_work(self) -> list[WorkItem]:
+        return self.crews.waiting()
 
     def customer_status(self, customer: str) -> CustomerInfo:
         c = self.connectivity
@@ -229,14 +487,15 @@ class OmsService:
         # the most downstream active prediction above the meter (nested outages: the one a crew fixes first)
         best = max((p for p in active if p.device in chain), key=lambda p: c.device(p.device).depth, default=None)
         if best is not None:
-            etr = self.etr_ms(best.id)
+            etr = self.estimated_restoration_ms(best.id)
             return CustomerInfo(customer, True, True, best.id, best.device, best.first_event_ms, etr,
                                 f"out since {_iso(best.first_event_ms)}: outage {best.id} at {best.device} "
                                 f"({best.state.value}, {best.customers_off} customers off)"
-                                + (f", restoration expected {_iso(etr)}" if etr >= 0 else ", no crew assigned yet"))
+                                + (f", restoration expected {_iso(etr)}" if etr >= 0 else ""))
         slo = next((s for s in slos if s.meter == customer and s.state is SloState.OPEN), None)
         if slo is not None:
-            return CustomerInfo(customer, True, True, slo.id, slo.dt, slo.first_event_ms, self.etr_ms(slo.id),
+            return CustomerInfo(customer, True, True, slo.id, slo.dt, slo.first_event_ms,
+                                self.estimated_restoration_ms(slo.id),
                                 f"out since {_iso(slo.first_event_ms)}: single light out below {slo.dt}")
         return CustomerInfo(customer, True, False, "", "", -1, -1, "on supply: no outage known")
 
@@ -258,7 +517,7 @@ class OmsService:
                 continue
             sw = self.model.switches[s.index]
             pred = active.get(s.name)
-            etr = self.etr_ms(pred.id) if pred is not None else -1
+            etr = self.estimated_restoration_ms(pred.id) if pred is not None else -1
             if s.closed:
                 cause = "closed"
             elif pred is not None:
@@ -312,13 +571,28 @@ class OmsService:
             name = self.model.switches[sw].name
             t = int(r["source_time_ms"]) if r["source_time_ms"] > 0 else int(r["recv_time_ms"])
             if open_:
-                self._trip_cause[name] = f"opened {_iso(t)} (SCADA {p.name})"
+                commanded = (int(r["cause"]) == Cause.RETURN_REMOTE
+                             or self._last_command.get(p.id, -math.inf) >= time.monotonic() - self._command_grace_s)
+                planned = self.planned_lookup(name, t) if self.planned_lookup is not None else None
+                if planned:
+                    self._trip_cause[name] = f"opened {_iso(t)} for planned outage {planned}"
+                elif commanded:
+                    self._trip_cause[name] = f"opened {_iso(t)} by a control-centre command (switching, not a trip)"
+                else:
+                    self._trip_cause[name] = f"trip {_iso(t)} (SCADA {p.name})"
             else:
                 self._trip_cause.pop(name, None)
             out.append(OmsEvent(t, EventKind.SCADA_OPEN if open_ else EventKind.SCADA_CLOSE, name))
         return out
 
     def _write_record(self, p: Prediction, now: int) -> None:
+        planned = self._planned.get(p.id)
+        if planned is None and self.planned_lookup is not None and p.scada_confirmed:
+            planned = self.planned_lookup(p.device, p.first_event_ms)
+            if planned:
+                self._planned[p.id] = planned
+        if planned:  # the planned outage keeps its own record: no unplanned one for its switching
+            return
         source = self._record_source.setdefault(p.id, "scada" if p.scada_confirmed and not (p.pons or p.calls)
                                                 else "ami")
         last = p.timeline[-1] if p.timeline else None
@@ -327,32 +601,212 @@ class OmsService:
         else:
             status, restored_ms = OutageStatus.RESTORED, (last.time_ms if last else now)
         notes = tuple(f"{_iso(e.time_ms)} {e.state}: {e.note}" for e in p.timeline)
+        stage = {PredictionState.PREDICTED: RecordStage.PREDICTED, PredictionState.CONFIRMED: RecordStage.CONFIRMED
+                 }.get(p.state, RecordStage.RESTORED)
+        first = p.id not in self._record_id
+        if first and p.state is PredictionState.MERGED:
+            return  # folded into an upstream outage before it was ever written: that record counts its customers
+        # After a partial restoration the customers still off belong to the nested outage's (or SLO's) own record.
+        still_off = p.customers_off if p.state in _ACTIVE else 0
         try:
             rec = self.store.open_or_update(
                 source=source, source_ref=f"{self._session}-{p.id}", feeder=p.feeder, tripped_device=p.device,
                 customers_interrupted=p.customers_affected,
                 customers_restored=0 if status is OutageStatus.OPEN else p.customers_affected - p.customers_off,
-                customers_still_off=p.customers_off, started_ms=p.first_event_ms, restored_ms=restored_ms,
-                status=status, notes=notes)
+                customers_still_off=still_off, started_ms=p.first_event_ms, restored_ms=restored_ms,
+                status=status, notes=notes, cause=self._cause(p) if first else None,
+                steps=_steps(p.customers_affected, p.timeline))
             self._record_id[p.id] = rec.id
+            into = self._record_id.get(p.merged_into, 0) if p.state is PredictionState.MERGED else 0
+            if rec.merged_into != into:  # merged into an upstream outage, or active again after its restoration
+                rec = self.store.link(rec.id, into)
+            if into:
+                self._update_work(p.id, False, now, lambda: work_item_for_device(
+                    self.model, p.id, p.device, p.device_kind, customers_affected=p.customers_affected))
+                return
+            canonical = self.store.canonical(rec.id)
+            crew_stage = self._crew_stage(p.id)
+            if crew_stage is None or stage is RecordStage.RESTORED or _later_stage(stage, canonical.stage):
+                self.store.set_lifecycle(rec.id, stage=stage, etr_ms=self.estimated_restoration_ms(p.id)
+                                         if p.state in _ACTIVE else restored_ms)
         except Exception:  # a storage failure must not stop prediction
             log.exception("OMS: cannot write the outage record of %s", p.id)
-        self._update_work(p, now)
+        self._update_work(p.id, p.state in _ACTIVE, now, lambda: work_item_for_device(
+            self.model, p.id, p.device, p.device_kind, customers_affected=p.customers_affected, created_ms=now))
 
-    def _update_work(self, p: Prediction, now: int) -> None:
+    def _write_slo_record(self, slo: SingleLightOut, now: int) -> None:
+        last = slo.timeline[-1] if slo.timeline else None
+        active = slo.state is SloState.OPEN
+        if slo.state is SloState.MERGED and slo.id not in self._record_id:
+            return  # became part of a device outage before it was ever an SLO record
+        restored_ms = -1 if active else (last.time_ms if last else now)
         try:
-            if p.state in _ACTIVE and p.id not in self._work:
-                item = work_item_for_device(self.model, p.id, p.device, p.device_kind,
-                                            customers_affected=p.customers_affected, created_ms=now)
-                self.crews.add_work(item)
-                self._work.add(p.id)
+            rec = self.store.open_or_update(
+                source="slo", source_ref=f"{self._session}-{slo.id}", feeder=self._feeder_of_meter(slo.meter),
+                tripped_device=slo.meter, customers_interrupted=1, customers_restored=0 if active else 1,
+                customers_still_off=1 if active else 0, started_ms=slo.first_event_ms, restored_ms=restored_ms,
+                status=OutageStatus.OPEN if active else OutageStatus.RESTORED,
+                notes=tuple(f"{_iso(e.time_ms)} {e.state}: {e.note}" for e in slo.timeline),
+                cause=f"single light out: meter {slo.meter} below {slo.dt}" if slo.id not in self._record_id else None,
+                steps=() if active else (RestorationStep(restored_ms, 1, "meter back on"),))
+            self._record_id[slo.id] = rec.id
+            if not active:
+                self.store.set_lifecycle(rec.id, stage=RecordStage.RESTORED, etr_ms=restored_ms)
+            elif self._crew_stage(slo.id) is None:
+                self.store.set_lifecycle(rec.id, etr_ms=self.estimated_restoration_ms(slo.id))
+        except Exception:
+            log.exception("OMS: cannot write the outage record of %s", slo.id)
+
+        def item() -> WorkItem:
+            bus = self.model.buses[self.model.loads[self.connectivity.meter_load[
+                self.connectivity.meter(slo.meter)]].bus]
+            return make_work_item(slo.id, device=slo.meter, device_kind="meter", location=(bus.x, bus.y),
+                                  skill=required_skill(self.model, slo.dt), customers_affected=1, created_ms=now)
+
+        self._update_work(slo.id, active, now, item)
+
+    def _update_work(self, outage_id: str, active: bool, now: int, item: Callable[[], WorkItem]) -> None:
+        """Active: a work item on the board. Over: the work is removed (the record closes) unless a crew is on site
+        (then the crew's "work done" report closes it)."""
+        try:
+            if active and outage_id not in self._work:
+                self.crews.add_work(item())
+                self._work.add(outage_id)
                 self.crews.optimise(now)
-            elif p.state not in _ACTIVE and p.id in self._work:
-                self.crews.remove_work(p.id, now)
-                self._work.discard(p.id)
+            elif not active and outage_id in self._work:
+                if self._crew_stage(outage_id) is OutageStage.ON_SITE:
+                    return
+                self.crews.remove_work(outage_id, now)
+                self._work.discard(outage_id)
+                self.crews.optimise(now)
+                self._close_restored(outage_id, "all customers restored, no crew on site")
+            elif not active and outage_id not in self._work:
+                self._close_restored(outage_id, "all customers restored")
         except (CrewError, UnknownElementError) as exc:
-            log.warning("OMS: crew work for %s at %s: %s", p.id, p.device, exc)
+            log.warning("OMS: crew work for %s: %s", outage_id, exc)
 
+    def _close_restored(self, outage_id: str, why: str) -> None:
+        o = self._outage(outage_id)
+        rid = self._record_id.get(outage_id)
+        if o is None or rid is None:
+            return
+        # partially restored: the customers still off are the nested outage's or SLO's, with their own record
+        rec = self.store.canonical(rid)
+        if rec.status is OutageStatus.CLOSED or rec.source == "flisr":
+            return  # FLISR's record closes with the repair of its faulted section (crew or operator)
+        when = o.timeline[-1].time_ms
+        self.store.close_record(rid, f"{_iso(when)} closed: {why}", closed_ms=max(when, rec.started_ms))
 
+    def _on_crew_stage(self, outage_id: str, stage: OutageStage, time_ms: int) -> None:
+        self._stage_changes.append((outage_id, stage, time_ms))  # under the board's lock: only queue it
+        self._wake.set()
+
+    def _apply_crew_stages(self) -> None:
+        while self._stage_changes:
+            oid, stage, t = self._stage_changes.popleft()
+            rid = self._record_id.get(oid)
+            if rid is None:
+                continue
+            try:
+                a = next((x for x in self.crews.assignments(include_restored=True) if x.outage_id == oid), None)
+                crew = a.crew_id if a is not None else ""
+                if stage in _CREW_STAGE:
+                    self.store.set_lifecycle(rid, stage=_CREW_STAGE[stage], crew=crew,
+                                             etr_ms=a.etr_ms if a is not None else None,
+                                             note=f"{_iso(t)} {stage.value.replace('_', ' ')}" +
+                                             (f": crew {crew}" if crew else ""))
+                elif stage is OutageStage.WAITING:
+                    o = self._outage(oid)
+                    back = RecordStage.CONFIRMED if isinstance(o, Prediction) and o.scada_confirmed else \
+                        RecordStage.PREDICTED
+                    self.store.set_lifecycle(rid, stage=back, crew="", etr_ms=self.estimated_restoration_ms(oid),
+                                             note=f"{_iso(t)} crew released, waiting for a crew")
+                else:  # RESTORED: the crew reports the work done
+                    self._crew_done(oid, rid, crew, t)
+            except Exception:
+                log.exception("OMS: crew stage %s of %s not recorded", stage.value, oid)
+
+    def _crew_done(self, oid: str, rid: int, crew: str, t: int) -> None:
+        o = self._outage(oid)
+        if oid in self._work:
+            self.crews.remove_work(oid, t)
+            self._work.discard(oid)
+        if o is not None and _is_active(o):
+            self.store.set_lifecycle(rid, note=f"{_iso(t)} crew {crew} reports the work done, but "
+                                               f"{getattr(o, 'customers_off', 1)} customers are still off")
+            return
+        rec = self.store.canonical(rid)
+        if rec.status is not OutageStatus.CLOSED:
+            self.store.close_record(rid, f"{_iso(t)} closed: crew {crew} reports the work done",
+                                    closed_ms=max(t, rec.started_ms))
+
+    def _crew_stage(self, outage_id: str) -> OutageStage | None:
+        try:
+            stage = self.crews.stage(outage_id)
+        except CrewError:
+            return None
+        return None if stage is OutageStage.WAITING else stage
+
+    def _reoptimise(self) -> None:
+        try:
+            self.crews.optimise(self._clock())
+        except CrewError as exc:
+            log.warning("OMS: crew assignment failed: %s", exc)
+        self._wake.set()
+
+    def _recent_events(self) -> int:
+        cut = time.monotonic() - 60.0
+        while self._events and self._events[0][0] < cut:
+            self._events.popleft()
+        return sum(n for _, n in self._events)
+
+    def _outage(self, outage_id: str) -> Prediction | SingleLightOut | None:
+        for o in self.predictor.predictions():
+            if o.id == outage_id:
+                return o
+        return next((o for o in self.predictor.slos() if o.id == outage_id), None)
+
+    def _feeder_of_meter(self, meter: str) -> str:
+        for d in self.connectivity.chain(meter):
+            if d.feeder:
+                return d.feeder
+        return ""
+
+    def _cause(self, p: Prediction) -> str:
+        if p.scada_confirmed and p.device in self._trip_cause:
+            return self._trip_cause[p.device]
+        evidence = ", ".join(x for x in (f"{p.pons} last gasps" if p.pons else "", f"{p.calls} calls" if p.calls
+                                         else "") if x) or "SCADA"
+        return f"{p.device_kind} {p.device} operated (predicted from {evidence})"
 def _iso(ms: int) -> str:
     return format_time_ms(ms)
+
+
+def _is_active(o: Prediction | SingleLightOut) -> bool:
+    return o.state in _ACTIVE if isinstance(o, Prediction) else o.state is SloState.OPEN
+
+
+def _device(o: Prediction | SingleLightOut) -> str:
+    return o.device if isinstance(o, Prediction) else o.meter
+
+
+_STAGES = list(RecordStage)
+
+
+def _later_stage(a: RecordStage, b: RecordStage) -> bool:
+    return _STAGES.index(a) > _STAGES.index(b)
+
+
+def _steps(affected: int, timeline: tuple[TimelineEntry, ...]) -> tuple[RestorationStep, ...]:
+    """Restoration steps of a prediction: each fall of its customers-off count. A merge into an upstream outage
+    hands its customers on (the steps start again if it shows again after the upstream restoration)."""
+    steps: list[RestorationStep] = []
+    off = affected
+    for e in timeline:
+        if e.state == PredictionState.MERGED.value:
+            steps, off = [], affected
+            continue
+        if e.customers_off < off:
+            steps.append(RestorationStep(e.time_ms, off - e.customers_off, e.note))
+        off = e.customers_off
+    return tuple(steps)

@@ -139,7 +139,12 @@ def test_last_gasps_predict_the_fuse_and_restorations_restore_it(server: _Server
     restored = next(o for o in everything if o.id == outage.id)
     assert restored.state == "restored" and restored.prns == 18
     assert any("restored" in line for line in restored.timeline)
-    _wait("the record restored", lambda: server.store.get(outage.record_id).status.value == "restored", 5.0)
+    # no crew was on site: the record closes with the restoration; its one step gives 23 back, the caller is
+    # still off (handed to a single-light-out record of its own)
+    rec = _wait("the record closed", lambda: (r := server.store.get(outage.record_id)).status.value == "closed"
+                and r, 5.0)
+    assert rec.stage.value == "closed" and rec.closed_ms >= t0 + 60_000 and rec.customers_still_off == 0
+    assert [s.customers for s in rec.steps] == [23] and rec.steps[0].time_ms == rec.closed_ms
     assert not oms.crews.assignments()  # the crew was released
     back = stub.CustomerStatus(pb.CustomerStatusRequest(customers=[meters[0]]), metadata=VIEWER).customers[0]
     assert back.known and not back.out and back.since_ms == -1
@@ -174,6 +179,6 @@ def test_a_breaker_trip_in_the_rtdb_is_a_scada_outage_with_its_trip_time(server:
     f1 = _wait("F1-CB open in the breaker status", lambda: next(
         (b for b in stub.BreakerStatus(pb.BreakerStatusRequest(), metadata=VIEWER).breakers
          if b.name == "F1-CB" and not b.closed), None), 5.0)
-    assert f1.changed_ms == t0 and f1.outage_id == outage.id and "opened" in f1.cause and point.name in f1.cause
+    assert f1.changed_ms == t0 and f1.outage_id == outage.id and "trip" in f1.cause and point.name in f1.cause
     _feed(center, point.id, closed, t0 + 30_000)
     _wait("F1-CB restored", lambda: _active_at(stub, "F1-CB") is None, 10.0)

@@ -40,7 +40,7 @@ def test_a_closed_record_stays_closed(tmp_path: Path) -> None:
     store = OutageRecordStore(tmp_path / "outages.sqlite")
     rec = _open(store)
     closed = store.close_record(rec.id, "cable jointed")
-    assert closed.status is OutageStatus.CLOSED and closed.notes[-1] == "cable jointed"
+    assert closed.status is OutageStatus.CLOSED and closed.log[-1] == "cable jointed"
     late = _open(store, status="restored")
     assert late.status is OutageStatus.CLOSED
     store.close()

@@ -52,7 +52,7 @@ class ListOutagesRequest(_message.Message):
     def __init__(self, active_only: _Optional[bool] = ...) -> None: ...
 
 class Outage(_message.Message):
-    __slots__ = ("id", "source", "device", "device_kind", "feeder", "state", "customers_affected", "customers_off", "started_ms", "last_event_ms", "pons", "calls", "prns", "record_id", "etr_ms", "merged_into", "timeline")
+    __slots__ = ("id", "source", "device", "device_kind", "feeder", "state", "customers_affected", "customers_off", "started_ms", "last_event_ms", "pons", "calls", "prns", "record_id", "etr_ms", "merged_into", "timeline", "stage", "cause", "planned", "crew")
     ID_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
@@ -70,6 +70,10 @@ class Outage(_message.Message):
     ETR_MS_FIELD_NUMBER: _ClassVar[int]
     MERGED_INTO_FIELD_NUMBER: _ClassVar[int]
     TIMELINE_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    CAUSE_FIELD_NUMBER: _ClassVar[int]
+    PLANNED_FIELD_NUMBER: _ClassVar[int]
+    CREW_FIELD_NUMBER: _ClassVar[int]
     id: str
     source: str
     device: str
@@ -87,7 +91,11 @@ class Outage(_message.Message):
     etr_ms: int
     merged_into: str
     timeline: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, id: _Optional[str] = ..., source: _Optional[str] = ..., device: _Optional[str] = ..., device_kind: _Optional[str] = ..., feeder: _Optional[str] = ..., state: _Optional[str] = ..., customers_affected: _Optional[int] = ..., customers_off: _Optional[int] = ..., started_ms: _Optional[int] = ..., last_event_ms: _Optional[int] = ..., pons: _Optional[int] = ..., calls: _Optional[int] = ..., prns: _Optional[int] = ..., record_id: _Optional[int] = ..., etr_ms: _Optional[int] = ..., merged_into: _Optional[str] = ..., timeline: _Optional[_Iterable[str]] = ...) -> None: ...
+    stage: str
+    cause: str
+    planned: bool
+    crew: str
+    def __init__(self, id: _Optional[str] = ..., source: _Optional[str] = ..., device: _Optional[str] = ..., device_kind: _Optional[str] = ..., feeder: _Optional[str] = ..., state: _Optional[str] = ..., customers_affected: _Optional[int] = ..., customers_off: _Optional[int] = ..., started_ms: _Optional[int] = ..., last_event_ms: _Optional[int] = ..., pons: _Optional[int] = ..., calls: _Optional[int] = ..., prns: _Optional[int] = ..., record_id: _Optional[int] = ..., etr_ms: _Optional[int] = ..., merged_into: _Optional[str] = ..., timeline: _Optional[_Iterable[str]] = ..., stage: _Optional[str] = ..., cause: _Optional[str] = ..., planned: _Optional[bool] = ..., crew: _Optional[str] = ...) -> None: ...
 
 class ListOutagesReply(_message.Message):
     __slots__ = ("outages", "meters_off")
@@ -162,3 +170,241 @@ class BreakerStatusReply(_message.Message):
     BREAKERS_FIELD_NUMBER: _ClassVar[int]
     breakers: _containers.RepeatedCompositeFieldContainer[BreakerState]
     def __init__(self, breakers: _Optional[_Iterable[_Union[BreakerState, _Mapping]]] = ...) -> None: ...
+
+class OutageSummaryRequest(_message.Message):
+    __slots__ = ("top",)
+    TOP_FIELD_NUMBER: _ClassVar[int]
+    top: int
+    def __init__(self, top: _Optional[int] = ...) -> None: ...
+
+class FeederOutages(_message.Message):
+    __slots__ = ("feeder", "outages", "customers_off")
+    FEEDER_FIELD_NUMBER: _ClassVar[int]
+    OUTAGES_FIELD_NUMBER: _ClassVar[int]
+    CUSTOMERS_OFF_FIELD_NUMBER: _ClassVar[int]
+    feeder: str
+    outages: int
+    customers_off: int
+    def __init__(self, feeder: _Optional[str] = ..., outages: _Optional[int] = ..., customers_off: _Optional[int] = ...) -> None: ...
+
+class OutageSummaryReply(_message.Message):
+    __slots__ = ("storm", "storm_reason", "active_outages", "confirmed", "single_lights_out", "customers_off", "meters_off", "events_last_minute", "events_total", "crews_busy", "crews_available", "outages_waiting_for_crew", "feeders", "largest", "text")
+    STORM_FIELD_NUMBER: _ClassVar[int]
+    STORM_REASON_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_OUTAGES_FIELD_NUMBER: _ClassVar[int]
+    CONFIRMED_FIELD_NUMBER: _ClassVar[int]
+    SINGLE_LIGHTS_OUT_FIELD_NUMBER: _ClassVar[int]
+    CUSTOMERS_OFF_FIELD_NUMBER: _ClassVar[int]
+    METERS_OFF_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_LAST_MINUTE_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    CREWS_BUSY_FIELD_NUMBER: _ClassVar[int]
+    CREWS_AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    OUTAGES_WAITING_FOR_CREW_FIELD_NUMBER: _ClassVar[int]
+    FEEDERS_FIELD_NUMBER: _ClassVar[int]
+    LARGEST_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    storm: bool
+    storm_reason: str
+    active_outages: int
+    confirmed: int
+    single_lights_out: int
+    customers_off: int
+    meters_off: int
+    events_last_minute: int
+    events_total: int
+    crews_busy: int
+    crews_available: int
+    outages_waiting_for_crew: int
+    feeders: _containers.RepeatedCompositeFieldContainer[FeederOutages]
+    largest: _containers.RepeatedCompositeFieldContainer[Outage]
+    text: str
+    def __init__(self, storm: _Optional[bool] = ..., storm_reason: _Optional[str] = ..., active_outages: _Optional[int] = ..., confirmed: _Optional[int] = ..., single_lights_out: _Optional[int] = ..., customers_off: _Optional[int] = ..., meters_off: _Optional[int] = ..., events_last_minute: _Optional[int] = ..., events_total: _Optional[int] = ..., crews_busy: _Optional[int] = ..., crews_available: _Optional[int] = ..., outages_waiting_for_crew: _Optional[int] = ..., feeders: _Optional[_Iterable[_Union[FeederOutages, _Mapping]]] = ..., largest: _Optional[_Iterable[_Union[Outage, _Mapping]]] = ..., text: _Optional[str] = ...) -> None: ...
+
+class WatchOutagesRequest(_message.Message):
+    __slots__ = ("include_snapshot",)
+    INCLUDE_SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
+    include_snapshot: bool
+    def __init__(self, include_snapshot: _Optional[bool] = ...) -> None: ...
+
+class RecordRequest(_message.Message):
+    __slots__ = ("record_id",)
+    RECORD_ID_FIELD_NUMBER: _ClassVar[int]
+    record_id: int
+    def __init__(self, record_id: _Optional[int] = ...) -> None: ...
+
+class RestorationStep(_message.Message):
+    __slots__ = ("time_ms", "customers", "note")
+    TIME_MS_FIELD_NUMBER: _ClassVar[int]
+    CUSTOMERS_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    time_ms: int
+    customers: int
+    note: str
+    def __init__(self, time_ms: _Optional[int] = ..., customers: _Optional[int] = ..., note: _Optional[str] = ...) -> None: ...
+
+class OutageRecord(_message.Message):
+    __slots__ = ("id", "source", "source_ref", "feeder", "device", "status", "stage", "cause", "planned", "crew", "etr_ms", "customers_interrupted", "customers_still_off", "started_ms", "restored_ms", "closed_ms", "merged_into", "steps", "notes", "faulted_elements", "isolated_boundary")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_REF_FIELD_NUMBER: _ClassVar[int]
+    FEEDER_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    CAUSE_FIELD_NUMBER: _ClassVar[int]
+    PLANNED_FIELD_NUMBER: _ClassVar[int]
+    CREW_FIELD_NUMBER: _ClassVar[int]
+    ETR_MS_FIELD_NUMBER: _ClassVar[int]
+    CUSTOMERS_INTERRUPTED_FIELD_NUMBER: _ClassVar[int]
+    CUSTOMERS_STILL_OFF_FIELD_NUMBER: _ClassVar[int]
+    STARTED_MS_FIELD_NUMBER: _ClassVar[int]
+    RESTORED_MS_FIELD_NUMBER: _ClassVar[int]
+    CLOSED_MS_FIELD_NUMBER: _ClassVar[int]
+    MERGED_INTO_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    NOTES_FIELD_NUMBER: _ClassVar[int]
+    FAULTED_ELEMENTS_FIELD_NUMBER: _ClassVar[int]
+    ISOLATED_BOUNDARY_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    source: str
+    source_ref: str
+    feeder: str
+    device: str
+    status: str
+    stage: str
+    cause: str
+    planned: bool
+    crew: str
+    etr_ms: int
+    customers_interrupted: int
+    customers_still_off: int
+    started_ms: int
+    restored_ms: int
+    closed_ms: int
+    merged_into: int
+    steps: _containers.RepeatedCompositeFieldContainer[RestorationStep]
+    notes: _containers.RepeatedScalarFieldContainer[str]
+    faulted_elements: _containers.RepeatedScalarFieldContainer[str]
+    isolated_boundary: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[int] = ..., source: _Optional[str] = ..., source_ref: _Optional[str] = ..., feeder: _Optional[str] = ..., device: _Optional[str] = ..., status: _Optional[str] = ..., stage: _Optional[str] = ..., cause: _Optional[str] = ..., planned: _Optional[bool] = ..., crew: _Optional[str] = ..., etr_ms: _Optional[int] = ..., customers_interrupted: _Optional[int] = ..., customers_still_off: _Optional[int] = ..., started_ms: _Optional[int] = ..., restored_ms: _Optional[int] = ..., closed_ms: _Optional[int] = ..., merged_into: _Optional[int] = ..., steps: _Optional[_Iterable[_Union[RestorationStep, _Mapping]]] = ..., notes: _Optional[_Iterable[str]] = ..., faulted_elements: _Optional[_Iterable[str]] = ..., isolated_boundary: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ListRecordsRequest(_message.Message):
+    __slots__ = ("status", "since_ms", "limit")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    SINCE_MS_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    status: str
+    since_ms: int
+    limit: int
+    def __init__(self, status: _Optional[str] = ..., since_ms: _Optional[int] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class ListRecordsReply(_message.Message):
+    __slots__ = ("records",)
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    records: _containers.RepeatedCompositeFieldContainer[OutageRecord]
+    def __init__(self, records: _Optional[_Iterable[_Union[OutageRecord, _Mapping]]] = ...) -> None: ...
+
+class UpdateRecordRequest(_message.Message):
+    __slots__ = ("record_id", "cause", "note")
+    RECORD_ID_FIELD_NUMBER: _ClassVar[int]
+    CAUSE_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    record_id: int
+    cause: str
+    note: str
+    def __init__(self, record_id: _Optional[int] = ..., cause: _Optional[str] = ..., note: _Optional[str] = ...) -> None: ...
+
+class CloseRecordRequest(_message.Message):
+    __slots__ = ("record_id", "note", "closed_ms", "cause")
+    RECORD_ID_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    CLOSED_MS_FIELD_NUMBER: _ClassVar[int]
+    CAUSE_FIELD_NUMBER: _ClassVar[int]
+    record_id: int
+    note: str
+    closed_ms: int
+    cause: str
+    def __init__(self, record_id: _Optional[int] = ..., note: _Optional[str] = ..., closed_ms: _Optional[int] = ..., cause: _Optional[str] = ...) -> None: ...
+
+class Crew(_message.Message):
+    __slots__ = ("id", "name", "x", "y", "shift_start_ms", "shift_end_ms", "skills", "equipment", "status", "outage_id")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    X_FIELD_NUMBER: _ClassVar[int]
+    Y_FIELD_NUMBER: _ClassVar[int]
+    SHIFT_START_MS_FIELD_NUMBER: _ClassVar[int]
+    SHIFT_END_MS_FIELD_NUMBER: _ClassVar[int]
+    SKILLS_FIELD_NUMBER: _ClassVar[int]
+    EQUIPMENT_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    OUTAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    name: str
+    x: float
+    y: float
+    shift_start_ms: int
+    shift_end_ms: int
+    skills: _containers.RepeatedScalarFieldContainer[str]
+    equipment: _containers.RepeatedScalarFieldContainer[str]
+    status: str
+    outage_id: str
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., x: _Optional[float] = ..., y: _Optional[float] = ..., shift_start_ms: _Optional[int] = ..., shift_end_ms: _Optional[int] = ..., skills: _Optional[_Iterable[str]] = ..., equipment: _Optional[_Iterable[str]] = ..., status: _Optional[str] = ..., outage_id: _Optional[str] = ...) -> None: ...
+
+class ListCrewsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Assignment(_message.Message):
+    __slots__ = ("outage_id", "crew_id", "stage", "assigned_ms", "stage_ms", "travel_s", "repair_s", "etr_ms")
+    OUTAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    CREW_ID_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    ASSIGNED_MS_FIELD_NUMBER: _ClassVar[int]
+    STAGE_MS_FIELD_NUMBER: _ClassVar[int]
+    TRAVEL_S_FIELD_NUMBER: _ClassVar[int]
+    REPAIR_S_FIELD_NUMBER: _ClassVar[int]
+    ETR_MS_FIELD_NUMBER: _ClassVar[int]
+    outage_id: str
+    crew_id: str
+    stage: str
+    assigned_ms: int
+    stage_ms: int
+    travel_s: float
+    repair_s: float
+    etr_ms: int
+    def __init__(self, outage_id: _Optional[str] = ..., crew_id: _Optional[str] = ..., stage: _Optional[str] = ..., assigned_ms: _Optional[int] = ..., stage_ms: _Optional[int] = ..., travel_s: _Optional[float] = ..., repair_s: _Optional[float] = ..., etr_ms: _Optional[int] = ...) -> None: ...
+
+class ListCrewsReply(_message.Message):
+    __slots__ = ("crews", "assignments", "waiting")
+    CREWS_FIELD_NUMBER: _ClassVar[int]
+    ASSIGNMENTS_FIELD_NUMBER: _ClassVar[int]
+    WAITING_FIELD_NUMBER: _ClassVar[int]
+    crews: _containers.RepeatedCompositeFieldContainer[Crew]
+    assignments: _containers.RepeatedCompositeFieldContainer[Assignment]
+    waiting: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, crews: _Optional[_Iterable[_Union[Crew, _Mapping]]] = ..., assignments: _Optional[_Iterable[_Union[Assignment, _Mapping]]] = ..., waiting: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class CrewStatusReport(_message.Message):
+    __slots__ = ("crew_id", "status", "time_ms", "has_location", "x", "y")
+    CREW_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    TIME_MS_FIELD_NUMBER: _ClassVar[int]
+    HAS_LOCATION_FIELD_NUMBER: _ClassVar[int]
+    X_FIELD_NUMBER: _ClassVar[int]
+    Y_FIELD_NUMBER: _ClassVar[int]
+    crew_id: str
+    status: str
+    time_ms: int
+    has_location: bool
+    x: float
+    y: float
+    def __init__(self, crew_id: _Optional[str] = ..., status: _Optional[str] = ..., time_ms: _Optional[int] = ..., has_location: _Optional[bool] = ..., x: _Optional[float] = ..., y: _Optional[float] = ...) -> None: ...
+
+class CrewStatusReply(_message.Message):
+    __slots__ = ("stage", "crew")
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    CREW_FIELD_NUMBER: _ClassVar[int]
+    stage: str
+    crew: Crew
+    def __init__(self, stage: _Optional[str] = ..., crew: _Optional[_Union[Crew, _Mapping]] = ...) -> None: ...

@@ -59,6 +59,51 @@ class OutageServiceStub:
                 request_serializer=dms_dot_api_dot_protos_dot_oms__pb2.BreakerStatusRequest.SerializeToString,
                 response_deserializer=dms_dot_api_dot_protos_dot_oms__pb2.BreakerStatusReply.FromString,
                 _registered_method=True)
+        self.OutageSummary = channel.unary_unary(
+                '/dscada.oms.v1.OutageService/OutageSummary',
+                request_serializer=dms_dot_api_dot_protos_dot_oms__pb2.OutageSummaryRequest.SerializeToString,
+                response_deserializer=dms_dot_api_dot_protos_dot_oms__pb2.OutageSummaryReply.FromString,
+                _registered_method=True)
+        self.WatchOutages = channel.unary_stream(
+                '/dscada.oms.v1.OutageService/WatchOutages',
+                request_serializer=dms_dot_api_dot_protos_dot_oms__pb2.WatchOutagesRequest.SerializeToString,
+                response_deserializer=dms_dot_api_dot_protos_dot_oms__pb2.Outage.FromString,
+                _registered_method=True)
+        self.ListRecords = channel.unary_unary(
+                '/dscada.oms.v1.OutageService/ListRecords',
+                request_serializer=dms_dot_api_dot_protos_dot_oms__pb2.ListRecordsRequest.SerializeToString,
+                response_deserializer=dms_dot_api_dot_protos_dot_oms__pb2.ListRecordsReply.FromString,
+                _registered_method=True)
+        self.GetRecord = channel.unary_unary(
+                '/dscada.oms.v1.OutageService/GetRecord',
+                request_serializer=dms_dot_api_dot_protos_dot_oms__pb2.RecordRequest.SerializeToString,
+                response_deserializer=dms_dot_api_dot_protos_dot_oms__pb2.OutageRecord.FromString,
+                _registered_method=True)
+        self.UpdateRecord = channel.unary_unary(
+                '/dscada.oms.v1.OutageService/UpdateRecord',
+                request_serializer=dms_dot_api_dot_protos_dot_oms__pb2.UpdateRecordRequest.SerializeToString,
+                response_deserializer=dms_dot_api_dot_protos_dot_oms__pb2.OutageRecord.FromString,
+                _registered_method=True)
+        self.CloseRecord = channel.unary_unary(
+                '/dscada.oms.v1.OutageService/CloseRecord',
+                request_serializer=dms_dot_api_dot_protos_dot_oms__pb2.CloseRecordRequest.SerializeToString,
+                response_deserializer=dms_dot_api_dot_protos_dot_oms__pb2.OutageRecord.FromString,
+                _registered_method=True)
+        self.AddCrew = channel.unary_unary(
+                '/dscada.oms.v1.OutageService/AddCrew',
+                request_serializer=dms_dot_api_dot_protos_dot_oms__pb2.Crew.SerializeToString,
+                response_deserializer=dms_dot_api_dot_protos_dot_oms__pb2.Crew.FromString,
+                _registered_method=True)
+        self.ListCrews = channel.unary_unary(
+                '/dscada.oms.v1.OutageService/ListCrews',
+                request_serializer=dms_dot_api_dot_protos_dot_oms__pb2.ListCrewsRequest.SerializeToString,
+                response_deserializer=dms_dot_api_dot_protos_dot_oms__pb2.ListCrewsReply.FromString,
+                _registered_method=True)
+        self.ReportCrewStatus = channel.unary_unary(
+                '/dscada.oms.v1.OutageService/ReportCrewStatus',
+                request_serializer=dms_dot_api_dot_protos_dot_oms__pb2.CrewStatusReport.SerializeToString,
+                response_deserializer=dms_dot_api_dot_protos_dot_oms__pb2.CrewStatusReply.FromString,
+                _registered_method=True)
 
 
 class OutageServiceServicer:
@@ -94,6 +139,63 @@ class OutageServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def OutageSummary(self, request, context):
+        """operators: what is out now, in one screen (storm mode: a summary, not a flood)
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchOutages(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRecords(self, request, context):
+        """outage records (the lifecycle, the indices' input)
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetRecord(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateRecord(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CloseRecord(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddCrew(self, request, context):
+        """crews (mobile workforce)
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListCrews(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReportCrewStatus(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OutageServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -121,6 +223,51 @@ def add_OutageServiceServicer_to_server(servicer, server):
                     servicer.BreakerStatus,
                     request_deserializer=dms_dot_api_dot_protos_dot_oms__pb2.BreakerStatusRequest.FromString,
                     response_serializer=dms_dot_api_dot_protos_dot_oms__pb2.BreakerStatusReply.SerializeToString,
+            ),
+            'OutageSummary': grpc.unary_unary_rpc_method_handler(
+                    servicer.OutageSummary,
+                    request_deserializer=dms_dot_api_dot_protos_dot_oms__pb2.OutageSummaryRequest.FromString,
+                    response_serializer=dms_dot_api_dot_protos_dot_oms__pb2.OutageSummaryReply.SerializeToString,
+            ),
+            'WatchOutages': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchOutages,
+                    request_deserializer=dms_dot_api_dot_protos_dot_oms__pb2.WatchOutagesRequest.FromString,
+                    response_serializer=dms_dot_api_dot_protos_dot_oms__pb2.Outage.SerializeToString,
+            ),
+            'ListRecords': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRecords,
+                    request_deserializer=dms_dot_api_dot_protos_dot_oms__pb2.ListRecordsRequest.FromString,
+                    response_serializer=dms_dot_api_dot_protos_dot_oms__pb2.ListRecordsReply.SerializeToString,
+            ),
+            'GetRecord': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRecord,
+                    request_deserializer=dms_dot_api_dot_protos_dot_oms__pb2.RecordRequest.FromString,
+                    response_serializer=dms_dot_api_dot_protos_dot_oms__pb2.OutageRecord.SerializeToString,
+            ),
+            'UpdateRecord': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateRecord,
+                    request_deserializer=dms_dot_api_dot_protos_dot_oms__pb2.UpdateRecordRequest.FromString,
+                    response_serializer=dms_dot_api_dot_protos_dot_oms__pb2.OutageRecord.SerializeToString,
+            ),
+            'CloseRecord': grpc.unary_unary_rpc_method_handler(
+                    servicer.CloseRecord,
+                    request_deserializer=dms_dot_api_dot_protos_dot_oms__pb2.CloseRecordRequest.FromString,
+                    response_serializer=dms_dot_api_dot_protos_dot_oms__pb2.OutageRecord.SerializeToString,
+            ),
+            'AddCrew': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddCrew,
+                    request_deserializer=dms_dot_api_dot_protos_dot_oms__pb2.Crew.FromString,
+                    response_serializer=dms_dot_api_dot_protos_dot_oms__pb2.Crew.SerializeToString,
+            ),
+            'ListCrews': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCrews,
+                    request_deserializer=dms_dot_api_dot_protos_dot_oms__pb2.ListCrewsRequest.FromString,
+                    response_serializer=dms_dot_api_dot_protos_dot_oms__pb2.ListCrewsReply.SerializeToString,
+            ),
+            'ReportCrewStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportCrewStatus,
+                    request_deserializer=dms_dot_api_dot_protos_dot_oms__pb2.CrewStatusReport.FromString,
+                    response_serializer=dms_dot_api_dot_protos_dot_oms__pb2.CrewStatusReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -258,6 +405,249 @@ class OutageService:
             '/dscada.oms.v1.OutageService/BreakerStatus',
             dms_dot_api_dot_protos_dot_oms__pb2.BreakerStatusRequest.SerializeToString,
             dms_dot_api_dot_protos_dot_oms__pb2.BreakerStatusReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def OutageSummary(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dscada.oms.v1.OutageService/OutageSummary',
+            dms_dot_api_dot_protos_dot_oms__pb2.OutageSummaryRequest.SerializeToString,
+            dms_dot_api_dot_protos_dot_oms__pb2.OutageSummaryReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchOutages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/dscada.oms.v1.OutageService/WatchOutages',
+            dms_dot_api_dot_protos_dot_oms__pb2.WatchOutagesRequest.SerializeToString,
+            dms_dot_api_dot_protos_dot_oms__pb2.Outage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRecords(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dscada.oms.v1.OutageService/ListRecords',
+            dms_dot_api_dot_protos_dot_oms__pb2.ListRecordsRequest.SerializeToString,
+            dms_dot_api_dot_protos_dot_oms__pb2.ListRecordsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRecord(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dscada.oms.v1.OutageService/GetRecord',
+            dms_dot_api_dot_protos_dot_oms__pb2.RecordRequest.SerializeToString,
+            dms_dot_api_dot_protos_dot_oms__pb2.OutageRecord.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateRecord(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dscada.oms.v1.OutageService/UpdateRecord',
+            dms_dot_api_dot_protos_dot_oms__pb2.UpdateRecordRequest.SerializeToString,
+            dms_dot_api_dot_protos_dot_oms__pb2.OutageRecord.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CloseRecord(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dscada.oms.v1.OutageService/CloseRecord',
+            dms_dot_api_dot_protos_dot_oms__pb2.CloseRecordRequest.SerializeToString,
+            dms_dot_api_dot_protos_dot_oms__pb2.OutageRecord.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddCrew(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dscada.oms.v1.OutageService/AddCrew',
+            dms_dot_api_dot_protos_dot_oms__pb2.Crew.SerializeToString,
+            dms_dot_api_dot_protos_dot_oms__pb2.Crew.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCrews(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dscada.oms.v1.OutageService/ListCrews',
+            dms_dot_api_dot_protos_dot_oms__pb2.ListCrewsRequest.SerializeToString,
+            dms_dot_api_dot_protos_dot_oms__pb2.ListCrewsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportCrewStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dscada.oms.v1.OutageService/ReportCrewStatus',
+            dms_dot_api_dot_protos_dot_oms__pb2.CrewStatusReport.SerializeToString,
+            dms_dot_api_dot_protos_dot_oms__pb2.CrewStatusReply.FromString,
             options,
             channel_credentials,
             insecure,
