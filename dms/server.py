@@ -27,6 +27,7 @@ from dms.study import StudyManager, open_store
 from dms.switching import SwitchingService
 from dms.voltvar.service import VoltVarService
 from oms.outage_records import OutageRecordStore
+from oms.planned import PlannedOutageService
 from oms.service import OmsService
 from scada.server import ControlCenter
 
@@ -48,6 +49,7 @@ class DmsApplications:
         self.estimator: RealtimeEstimator | None = None
         self.reconfig: ReconfigService | None = None
         self.oms: OmsService | None = None
+        self.planned: PlannedOutageService | None = None
         self._started: list[Any] = []
         self._stores: list[Any] = []
         if not self.enabled:
@@ -77,8 +79,20 @@ class DmsApplications:
         # the estimated loads, not the nominal ones; tagged switches and faulted/earthed sections left alone
         self.reconfig = ReconfigService(self.live.state, held_provider=held)
         # the OMS on the same outage store as FLISR (AMI, calls and SCADA trips -> predicted outages, crews)
-        self.oms = OmsService(config, center.rtdb, center.topology, center.data_dir, store=self.outages)
-        self._started += [self.estimator, self.switching, self.flisr, self.voltvar, self.reconfig, self.oms]
+        self.oms = OmsService(config, center.rtdb, center.topology, center.data_dir, store=self.outages,
+                              commands=center.commands)
+        # planned outages: isolated through switching orders, recorded as planned; the OMS asks them whether an
+        # opening is planned work before it records an unplanned outage
+        self.planned = PlannedOutageService.for_center(center, switching=self.switching, records=self.outages)
+        planned = self.planned
+
+        def planned_work(switch: str, time_ms: int) -> str | None:
+            o = planned.covering(switch, time_ms)
+            return f"PO-{o.id} ({o.title})" if o is not None else None
+
+        self.oms.planned_lookup = planned_work
+        self._started += [self.estimator, self.switching, self.flisr, self.voltvar, self.reconfig, self.planned,
+                          self.oms]
         center.add_grpc_registrar(self._register)
 
     def _register(self, server: Any) -> list[str]:
@@ -91,12 +105,14 @@ class DmsApplications:
             voltvar_servicer,
         )
         from oms import api_servicer as oms_servicer
+        from oms import planned_servicer
 
         assert self.studies and self.switching and self.flisr and self.voltvar and self.estimator and self.reconfig
-        assert self.oms is not None
+        assert self.oms is not None and self.planned is not None
         services = self.center.services
         return [*se_servicer.register(server, services, self.estimator),
                 *oms_servicer.register(server, services, self.oms),
+                *planned_servicer.register(server, services, self.planned),
                 *reconfig_servicer.register(server, services, self.reconfig),
                 *study_servicer.register(server, services, self.studies),
                 *switching_servicer.register(server, services, self.switching),
