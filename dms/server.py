@@ -16,6 +16,7 @@ A station without a network model gets no DMS (``DmsApplications.enabled`` is Fa
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import Any
 
 from dms.flisr.plan import FlisrMode
@@ -26,8 +27,10 @@ from dms.se.realtime import RealtimeEstimator
 from dms.study import StudyManager, open_store
 from dms.switching import SwitchingService
 from dms.voltvar.service import VoltVarService
+from oms.billing import BillingService, BillingSettings
 from oms.outage_records import OutageRecordStore
 from oms.planned import PlannedOutageService
+from oms.reliability_service import ReliabilityService
 from oms.service import OmsService
 from scada.server import ControlCenter
 
@@ -50,6 +53,8 @@ class DmsApplications:
         self.reconfig: ReconfigService | None = None
         self.oms: OmsService | None = None
         self.planned: PlannedOutageService | None = None
+        self.billing: BillingService | None = None
+        self.reliability: ReliabilityService | None = None
         self._started: list[Any] = []
         self._stores: list[Any] = []
         if not self.enabled:
@@ -80,7 +85,7 @@ class DmsApplications:
         self.reconfig = ReconfigService(self.live.state, held_provider=held)
         # the OMS on the same outage store as FLISR (AMI, calls and SCADA trips -> predicted outages, crews)
         self.oms = OmsService(config, center.rtdb, center.topology, center.data_dir, store=self.outages,
-                              commands=center.commands)
+                              commands=center.commands, headend_url=config.oms.headend_url)
         # planned outages: isolated through switching orders, recorded as planned; the OMS asks them whether an
         # opening is planned work before it records an unplanned outage
         self.planned = PlannedOutageService.for_center(center, switching=self.switching, records=self.outages)
@@ -91,8 +96,16 @@ class DmsApplications:
             return f"PO-{o.id} ({o.title})" if o is not None else None
 
         self.oms.planned_lookup = planned_work
+        # daily energy values per feeder for billing, on the utility's local days
+        local = timedelta(minutes=config.oms.utc_offset_min)
+        self.billing = BillingService(config, center.historian, topology.model, center.data_dir, local,
+                                      settings=BillingSettings(settle_delay_s=config.oms.settle_s), audit=center.audit)
+        # IEEE 1366 indices from the outage records, a report every local day (after the same settle delay)
+        self.reliability = ReliabilityService(self.outages, topology.model, center.data_dir, utc_offset=local,
+                                              history_path=config.oms.saidi_history,
+                                              report_hour=config.oms.settle_s / 3600.0)
         self._started += [self.estimator, self.switching, self.flisr, self.voltvar, self.reconfig, self.planned,
-                          self.oms]
+                          self.oms, self.billing, self.reliability]
         center.add_grpc_registrar(self._register)
 
     def _register(self, server: Any) -> list[str]:
@@ -105,14 +118,16 @@ class DmsApplications:
             voltvar_servicer,
         )
         from oms import api_servicer as oms_servicer
-        from oms import planned_servicer
+        from oms import billing_servicer, planned_servicer, reliability_servicer
 
         assert self.studies and self.switching and self.flisr and self.voltvar and self.estimator and self.reconfig
-        assert self.oms is not None and self.planned is not None
+        assert self.oms and self.planned and self.billing and self.reliability
         services = self.center.services
         return [*se_servicer.register(server, services, self.estimator),
                 *oms_servicer.register(server, services, self.oms),
                 *planned_servicer.register(server, services, self.planned),
+                *billing_servicer.register(server, services, self.billing),
+                *reliability_servicer.register(server, services, self.reliability),
                 *reconfig_servicer.register(server, services, self.reconfig),
                 *study_servicer.register(server, services, self.studies),
                 *switching_servicer.register(server, services, self.switching),

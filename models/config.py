@@ -132,6 +132,16 @@ class HistorianConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class OmsConfig:
+    """``[oms]``: the utility's clock (daily reliability reports and billing days are local days) and the daily jobs."""
+
+    utc_offset_min: int = 0  # ``utc_offset = "+05:30"``; fixed (no daylight saving)
+    settle_s: float = 900.0  # after local midnight, wait this long for late data before the daily jobs run
+    saidi_history: str | None = None  # CSV of past daily SAIDI (``dscada reliability --history`` format) for T_MED
+    headend_url: str | None = None  # the AMI head-end's meter-read endpoint (http://host:port): the OMS pings meters
+
+
+@dataclass(frozen=True, slots=True)
 class AlarmConfig:
     shelve_max_s: float = 8 * 3600.0
 
@@ -203,6 +213,7 @@ class StationConfig:
     bindings: tuple[MeasurementBinding | None, ...] = ()
     frequency_hz: float = 50.0  # of the network model (``[network] frequency_hz``)
     calculated: tuple[CalculatedPoint, ...] = ()  # what each calculated point carries (``[calculated]``)
+    oms: OmsConfig = OmsConfig()
 
     def binding(self, point: PointDef) -> MeasurementBinding | None:
         return self.bindings[point.id] if point.id < len(self.bindings) else None
@@ -386,6 +397,22 @@ def parse_station_config(text: str, source: str = "<config>") -> StationConfig:
     alarms = AlarmConfig(shelve_max_s=al.positive("shelve_max_s", 8 * 3600.0))
     al.finish()
 
+    om = table("oms")
+    offset_text = om.get("utc_offset", str, "+00:00")
+    m = re.fullmatch(r"([+-])(\d{2}):(\d{2})", offset_text)
+    if m is None or int(m.group(2)) > 14 or int(m.group(3)) % 15 or int(m.group(3)) >= 60:
+        raise om.fail("utc_offset", f"must be +HH:MM or -HH:MM in quarter hours (got {offset_text!r})")
+    history = om.get("saidi_history", str, None)
+    if history is not None and not Path(history).is_absolute():
+        history = str(Path(source).parent / history)
+    headend = om.get("headend_url", str, None)
+    if headend is not None and not re.fullmatch(r"https?://[^/\s]+(/\S*)?", headend):
+        raise om.fail("headend_url", f"must be an http:// or https:// URL (got {headend!r})")
+    oms = OmsConfig(utc_offset_min=(1 if m.group(1) == "+" else -1) * (int(m.group(2)) * 60 + int(m.group(3))),
+                    settle_s=om.positive("settle_s", 900.0, allow_zero=True), saidi_history=history,
+                    headend_url=headend)
+    om.finish()
+
     network, frequency_hz = _network(table("network"), source)
     operators = _operators(top, source, loc)
     rtus = _rtus(top, source, loc)
@@ -411,6 +438,7 @@ def parse_station_config(text: str, source: str = "<config>") -> StationConfig:
         bindings=bindings,
         frequency_hz=frequency_hz,
         calculated=calculated,
+        oms=oms,
     )
     _check_scl_files(config, loc)
     return config

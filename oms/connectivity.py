@@ -11,22 +11,39 @@ thousands of meter events is a few ``numpy`` reductions.
 
 Meters: a customer's meter number is its consumer number (CIM UsagePoint name). A model without usage points (IEEE
 123) gets ``customer_count`` synthetic meters per load, numbered ``<load name>-<k>`` (k = 1..n).
+
+The network changes under a running OMS: FLISR or an operator closes a normally-open point and opens section switches,
+or the model itself is replaced (a GIS update). ``plan_rebuild`` tells cheaply (one vectorised comparison of switch
+states) whether the feeding paths changed, and which switch positions to build the new connectivity with: a protective
+device that opened since the last build is outage *evidence* (the predictor gets it as a SCADA opening), so it stays
+closed in the tree; any other difference from the build state (a tie closed, a section switch opened, a tripped
+device closed again that was open at the build) changes the feeding paths and needs a rebuild.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 from models.network import NetworkModel, SwitchKind
 from models.topology import BranchKind, build_static_topology
 from oms.errors import OmsError
 
-__all__ = ["Connectivity", "Device", "DeviceKind", "UnknownElementError", "build_connectivity"]
+__all__ = [
+    "Connectivity",
+    "Device",
+    "DeviceKind",
+    "RebuildPlan",
+    "UnknownElementError",
+    "build_connectivity",
+    "plan_rebuild",
+]
 
 NO_DEVICE = -1
 
@@ -93,6 +110,12 @@ class Connectivity:
     meter_ids: tuple[str, ...]
     meter_index: Mapping[str, int]
     meter_load: np.ndarray  # int32 [M]
+    # the switch positions it was built with, following ``model.switches`` (plan_rebuild compares against them)
+    switch_mrids: tuple[str, ...]
+    switch_names: tuple[str, ...]
+    switch_open: np.ndarray  # bool [S]
+    switch_protective: np.ndarray  # bool [S]: breaker, recloser, fuse, sectionaliser
+    model: NetworkModel = field(repr=False)
 
     @property
     def n_devices(self) -> int:
@@ -259,8 +282,99 @@ def build_connectivity(model: NetworkModel, switch_open: Mapping[str, bool] | No
     devices = tuple(Device(d, names[d], mrids[d], kinds[d], int(parent[d]), int(depth[d]), int(customers[d]),
                            feeders[d], bool(predictable[d]), bool(protective[d])) for d in range(n_dev))
     device_index = {mrids[d]: d for d in range(n_dev)} | {names[d]: d for d in range(n_dev)}
-    for array in (parent, pparent, depth, customers, predictable, protective, load_meters, chain, meter_load):
+    sw_open = np.asarray([is_open[sw.mrid] for sw in model.switches], dtype=bool).reshape(len(model.switches))
+    sw_protective = np.asarray([sw.kind in _SWITCH_DEVICE for sw in model.switches],
+                               dtype=bool).reshape(len(model.switches))
+    for array in (parent, pparent, depth, customers, predictable, protective, load_meters, chain, meter_load, sw_open,
+                  sw_protective):
         array.flags.writeable = False
     return Connectivity(model.name, devices, device_index, parent, pparent, depth, customers, predictable,
                         protective, tuple(x.name for x in model.loads), load_meters, chain, tuple(meter_ids),
-                        meter_index, meter_load)
+                        meter_index, meter_load, tuple(sw.mrid for sw in model.switches),
+                        tuple(sw.name for sw in model.switches), sw_open, sw_protective, model)
+
+
+def _energised_buses(model: NetworkModel, switch_open: np.ndarray) -> np.ndarray:
+    """Per bus: connected to a source through lines, transformers and closed switches."""
+    static = build_static_topology(model)
+    keep = np.ones(static.n_branches, dtype=bool)
+    keep[static.switch_branch] = ~switch_open
+    a, b = static.branch_from[keep], static.branch_to[keep]
+    graph = coo_matrix((np.ones(len(a), dtype=np.int8), (a, b)), shape=(static.n_buses, static.n_buses))
+    _n, labels = connected_components(graph, directed=False)
+    return np.isin(labels, labels[[src.bus for src in model.sources]])
+
+
+@dataclass(frozen=True, slots=True)
+class RebuildPlan:
+    """What a topology change means for the connectivity. ``switch_open`` (by mRID) is what to build with when
+    ``needed`` (empty otherwise: the check stays cheap); ``feeding_changes`` name the switches whose change alters
+    the feeding paths (empty when only the model changed); ``evidence`` names protective devices open now but kept
+    closed in the tree: outage evidence the predictor must hold as SCADA openings (the RTDB watcher feeds
+    telemetered ones)."""
+
+    needed: bool
+    model_changed: bool
+    switch_open: Mapping[str, bool]
+    feeding_changes: tuple[str, ...]
+    evidence: tuple[str, ...]
+
+
+def plan_rebuild(built: Connectivity | None, model: NetworkModel,
+                 switch_open: np.ndarray | Mapping[str, bool]) -> RebuildPlan:
+    """Compare live switch positions with the positions ``built`` was made with (None: a first build, against the
+    model's normal states). ``switch_open``: every switch's state as an array following ``model.switches`` (the live
+    form: ``~TopologySnapshot.switch_closed``), or changes by name/mRID on top of the built positions (of the model's
+    own states for a new model).
+
+    A protective switch (breaker, recloser, fuse, sectionaliser) open now but closed in the base is an outage, not a
+    new open point: it stays closed in the build and is listed in ``evidence`` (unless other switches moved too and
+    the live positions feed both its sides: then it is the new open point of a reconfiguration, a feeding change).
+    Every other difference from the base changes the feeding paths. A model other than ``built``'s always needs a
+    rebuild; switches it shares with ``built`` (by mRID) keep ``built``'s base, new ones their normal state."""
+    n = len(model.switches)
+    same_model = built is not None and built.model is model
+    if built is not None and same_model:
+        base, protective = built.switch_open, built.switch_protective
+    else:
+        base = np.asarray([sw.normal_open for sw in model.switches], dtype=bool).reshape(n)
+        if built is not None:
+            old = dict(zip(built.switch_mrids, built.switch_open.tolist(), strict=True))
+            base = np.asarray([old.get(sw.mrid, bool(base[i])) for i, sw in enumerate(model.switches)],
+                              dtype=bool).reshape(n)
+        protective = np.asarray([sw.kind in _SWITCH_DEVICE for sw in model.switches], dtype=bool).reshape(n)
+    if isinstance(switch_open, np.ndarray):
+        if switch_open.shape != (n,):
+            raise OmsError(f"plan_rebuild: {len(switch_open)} switch states for the {n} switches of network "
+                           f"{model.name!r}")
+        now = switch_open.astype(bool, copy=False)
+    else:  # changes on top of the built positions (a new model: on top of its own states)
+        index = {sw.mrid: i for i, sw in enumerate(model.switches)} | {sw.name: i for i, sw in
+                                                                       enumerate(model.switches)}
+        now = (base.copy() if same_model else
+               np.asarray([sw.open for sw in model.switches], dtype=bool).reshape(n))
+        for key, value in switch_open.items():
+            i = index.get(key)
+            if i is None:
+                raise UnknownElementError(f"no switch {key!r} in network {model.name!r}")
+            now[i] = bool(value)
+    tripped = now & ~base & protective  # evidence: kept closed in the tree
+    build = now & ~tripped
+    changed = np.flatnonzero(build != base)
+    if tripped.any() and (len(changed) or not same_model):
+        # A protective device opened while other switches moved may be a new open point rather than a trip: when
+        # the live positions feed both its sides, nobody is off because of it, so it opens in the tree.
+        energised = _energised_buses(model, now)
+        for i in np.flatnonzero(tripped):
+            sw = model.switches[int(i)]
+            if energised[sw.from_bus] and energised[sw.to_bus]:
+                tripped[i], build[i] = False, True
+        changed = np.flatnonzero(build != base)
+    needed = not same_model or len(changed) > 0
+    return RebuildPlan(
+        needed=needed,
+        model_changed=not same_model and built is not None,
+        switch_open=({sw.mrid: bool(build[i]) for i, sw in enumerate(model.switches)} if needed else {}),
+        feeding_changes=tuple(model.switches[int(i)].name for i in changed),
+        evidence=tuple(model.switches[int(i)].name for i in np.flatnonzero(tripped)),
+    )

@@ -10,9 +10,10 @@ Replay CSV (UTF-8, header row, one event per row)::
     2026-11-27T03:55:00Z,prn,170011030001,
 
 ``time`` is when the event happened, stamped by its source (meter, call centre, RTU): ISO 8601 (no offset = UTC) or
-an integer of epoch milliseconds. ``kind`` is one of ``pon``, ``prn``, ``call``, ``scada_open``, ``scada_close``.
+an integer of epoch milliseconds. ``kind`` is one of ``pon``, ``prn``, ``call``, ``scada_open``, ``scada_close``,
+``ping_off``, ``ping_on`` (the OMS's own meter reads).
 ``id`` is the meter number (= the customer's consumer number, the CIM UsagePoint name; for models without usage
-points ``<load name>-<k>``, k = 1..customer_count) for pon/prn/call, and the switch name or mRID for scada events.
+points ``<load name>-<k>``, k = 1..customer_count) for pon/prn/call/ping, and the switch name or mRID for scada events.
 ``text`` is free (the caller's description); ``received`` (optional) is when the head-end got the event: when it
 differs from ``time`` by more than the predictor's clock-skew limit, the meter clock is taken as wrong.
 """
@@ -39,6 +40,8 @@ class EventKind(StrEnum):
     CALL = "call"  # customer trouble call (no supply)
     SCADA_OPEN = "scada_open"  # telemetered switch opened (trip or operation)
     SCADA_CLOSE = "scada_close"
+    PING_OFF = "ping_off"  # instantaneous meter read by the OMS: meter dead (oms.meter_ping)
+    PING_ON = "ping_on"  # instantaneous meter read by the OMS: meter energised
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,10 +23,16 @@ Predictions are keyed by device: as evidence arrives they are created, merged in
 confirmed by SCADA, and restored (fully, or partially when meters below stay off: a nested outage then re-emerges as
 its own prediction — step restoration). Every change is an entry in the prediction's timeline, stamped with event
 time, so a replay is deterministic.
+
+The network changes under a running OMS (FLISR or an operator moves a normally-open point; GIS replaces the model):
+``rebase(connectivity)`` swaps in a connectivity rebuilt for it (``oms.connectivity.plan_rebuild`` says when) and
+carries the state over by name: meters by meter number, SCADA-open devices and predictions by device name (same ids),
+SLOs by meter; what cannot be carried is counted in its ``RebaseReport`` and noted in the timelines.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -44,6 +50,7 @@ __all__ = [
     "Prediction",
     "PredictionRules",
     "PredictionState",
+    "RebaseReport",
     "SingleLightOut",
     "SloState",
     "TimelineEntry",
@@ -65,15 +72,17 @@ class Outcome(StrEnum):
 
 class PredictionState(StrEnum):
     PREDICTED = "predicted"
-    CONFIRMED = "confirmed"  # SCADA reports the device open
+    CONFIRMED = "confirmed"  # SCADA reports the device open, or a meter ping below it reads dead
     RESTORED = "restored"  # fully, or partially when customers_off > 0 (they are under a nested prediction/SLO)
     MERGED = "merged"  # folded into an upstream prediction (merged_into)
+    CLOSED = "closed"  # ended without restoration evidence: its device left the network model (rebase)
 
 
 class SloState(StrEnum):
     OPEN = "open"
     RESTORED = "restored"
     MERGED = "merged"  # became part of a device prediction
+    CLOSED = "closed"  # its meter left the model or now sits behind an open point (rebase)
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +167,27 @@ class IngestReport:
     unknown_refs: tuple[str, ...]  # distinct unknown ids of the batch, first 20
 
 
+@dataclass(frozen=True, slots=True)
+class RebaseReport:
+    """What ``OutagePredictor.rebase`` carried over and what it could not."""
+
+    reason: str
+    meters_kept: int
+    meters_added: int  # new meters, taken as on supply
+    meters_dropped: int  # no longer in the model: their state is gone
+    dropped_off: int  # of those, meters that were off
+    dropped_meters: tuple[str, ...]  # the first 20 dropped meter numbers
+    meters_dark: int  # off-or-on meters now behind an open point (events for them answer NOT_SUPPLIED)
+    presumed_energised: int  # meters off that the new paths supply again (PRNs or pings confirm)
+    open_devices_dropped: tuple[str, ...]  # SCADA-open devices not in the new tree (their opening is forgotten)
+    predictions_kept: tuple[str, ...]  # active prediction ids re-attached to their device in the new tree
+    predictions_recounted: tuple[str, ...]  # of those, ids whose downstream customer count changed
+    predictions_parked: tuple[str, ...]  # device still in the model but de-energised by switching: kept active
+    predictions_closed: tuple[str, ...]  # device gone from the model: CLOSED with a timeline note
+    slos_closed: tuple[str, ...]
+    elapsed_ms: float
+
+
 @dataclass(slots=True)
 class _Record:  # mutable working copy of a Prediction
     id: str
@@ -172,6 +202,7 @@ class _Record:  # mutable working copy of a Prediction
     prns: int = 0
     confirmed: bool = False
     merged_into: str = ""
+    gone: tuple[str, str, str] = ()  # (device, kind, feeder) while its device is not in the tree (rebase)
     timeline: list[TimelineEntry] = field(default_factory=list)
 
     def log(self, time_ms: int, note: str) -> None:
@@ -188,6 +219,7 @@ class _Slo:
     pons: int = 0
     calls: int = 0
     merged_into: str = ""
+    gone: tuple[str, str, str] = ()  # (meter, load, dt) once closed by a rebase
     timeline: list[TimelineEntry] = field(default_factory=list)
 
     def log(self, time_ms: int, note: str) -> None:
@@ -197,6 +229,11 @@ class _Slo:
 
 class OutagePredictor:
     """Not thread-safe: one owner feeds it (the OMS service thread, or a replay)."""
+
+    # Per-meter and per-device state arrays: ``rebase`` carries exactly these over by meter number / device name.
+    _METER_STATE = ("_out", "_out_ms", "_on_ms", "_last_ms", "_orphan_prn_ms", "_pons", "_calls", "_prns", "_called",
+                    "_ponned", "_pinged_ms")
+    _DEVICE_STATE = ("_open", "_open_ms")
 
     def __init__(self, connectivity: Connectivity, rules: PredictionRules | None = None) -> None:
         self.conn = connectivity
@@ -212,6 +249,8 @@ class OutagePredictor:
         self._prns = np.zeros(m, dtype=np.int64)
         self._called = np.zeros(m, dtype=bool)  # called during its present outage
         self._ponned = np.zeros(m, dtype=bool)  # sent a PON during its present outage
+        self._pinged_ms = np.full(m, -1, dtype=np.int64)  # last read dead by a ping (counts while >= its _out_ms)
+        self.pings_off = 0  # PING_OFF events applied (0: analysis skips the ping confirmation)
         self._open = np.zeros(d, dtype=bool)
         self._open_ms = np.full(d, _NEVER, dtype=np.int64)
         self._clock_ms = -1
@@ -224,7 +263,12 @@ class OutagePredictor:
         self._by_device: dict[int, _Record] = {}
         self._slos: list[_Slo] = []
         self._active_slo: dict[int, _Slo] = {}
-        # Static aggregation indices: (device, load) pairs of every chain, and the predictable-children counts.
+        self._parked: dict[str, _Record] = {}  # active predictions whose device is de-energised by switching
+        self._index(connectivity)
+
+    def _index(self, connectivity: Connectivity) -> None:
+        """Static aggregation indices: (device, load) pairs of every chain, and the predictable-children counts."""
+        d = connectivity.n_devices
         chain = connectivity.load_chain
         valid = chain >= 0
         self._pair_dev = chain[valid].astype(np.int64)
@@ -275,6 +319,8 @@ class OutagePredictor:
         load = int(self.conn.meter_load[m])
         if load < 0 or not self._supplied_load[load]:
             return Outcome.NOT_SUPPLIED
+        if ev.kind in (EventKind.PING_OFF, EventKind.PING_ON):
+            return self._apply_ping(m, t, ev.kind is EventKind.PING_OFF)
         pairing_ms = int(self.rules.prn_pairing_s * 1000)
         if ev.kind is EventKind.PRN:
             if self._out[m]:
@@ -320,6 +366,28 @@ class OutagePredictor:
             self._start_outage(m, t)
         return Outcome.APPLIED
 
+    def _apply_ping(self, m: int, t: int, dead: bool) -> Outcome:
+        """A meter read by the OMS. Dead: the meter is off (from now if nothing said so before) and confirms the
+        prediction above it. Energised: a meter believed off is back (like a PRN); one believed on is energised
+        evidence at ``t`` (like a PRN without PON, but the head-end's clock is trusted: no skew pairing)."""
+        if dead:
+            if self._out[m] and self._pinged_ms[m] >= self._out_ms[m]:
+                return Outcome.DUPLICATE
+            if not self._out[m]:
+                self._start_outage(m, t)
+            self._pinged_ms[m] = max(t, int(self._out_ms[m]))
+            self.pings_off += 1
+            return Outcome.APPLIED
+        if self._out[m]:
+            self._out[m] = False
+            self._called[m] = self._ponned[m] = False
+            self._prns[m] += 1
+            self._on_ms[m] = max(t, int(self._out_ms[m]))
+        else:
+            self._on_ms[m] = max(int(self._on_ms[m]), t)
+        self._last_ms[m] = max(self._last_ms[m], t)
+        return Outcome.APPLIED
+
     def _start_outage(self, m: int, t: int) -> None:
         self._out[m] = True
         self._out_ms[m] = t
@@ -359,6 +427,158 @@ class OutagePredictor:
         self.presumed_restored += len(meters)
         return Outcome.APPLIED
 
+    # ---------------------------------------------------------------- network changes
+
+    def rebase(self, connectivity: Connectivity, *, reason: str = "network changed", time_ms: int | None = None,
+               presume_energised: bool = True) -> RebaseReport:
+        """Swap in a connectivity built from new switch positions or a new model, carrying the state over by name.
+
+        Meters by meter number (gone: state dropped and counted; new: on supply); SCADA-open devices by name;
+        predictions by device name: an active one whose device is in the new tree stays active with the same id (its
+        customers recounted; the next ``analyse`` re-derives it: it may merge, restore or move), one whose device is
+        still in the model but de-energised by switching is parked (active, re-attached by a later rebase), one whose
+        device left the model is CLOSED; SLOs by meter. With ``presume_energised``, meters off that the new feeding
+        paths supply again (they were behind an open point) are taken as restored at ``time_ms`` unless an active
+        prediction above them in the new tree still explains them; PRNs or meter pings confirm. ``reason`` goes into
+        the timelines."""
+        t0 = time.perf_counter()
+        old, new = self.conn, connectivity
+        now = self._clock_ms if time_ms is None else max(int(time_ms), self._clock_ms)
+        fresh = OutagePredictor(new, self.rules)  # state arrays at their defaults and the new static indices
+
+        m_map = np.fromiter((new.meter_index.get(x, -1) for x in old.meter_ids), dtype=np.int64,
+                            count=len(old.meter_ids))
+        keep = m_map >= 0
+        src, dst = np.flatnonzero(keep), m_map[keep]
+        dropped = np.flatnonzero(~keep)
+        dropped_off = int(self._out[dropped].sum())
+        old_ml = old.meter_load
+        was_supplied = np.zeros(len(new.meter_ids), dtype=bool)
+        was_supplied[dst] = (old_ml[src] >= 0) & self._supplied_load[np.maximum(old_ml[src], 0)]
+        for name in self._METER_STATE:
+            array = getattr(fresh, name)
+            array[dst] = getattr(self, name)[src]
+            setattr(self, name, array)
+        d_map = np.fromiter((new.device_index.get(dev.name, -1) for dev in old.devices), dtype=np.int64,
+                            count=old.n_devices)
+        lost_open = tuple(old.devices[int(d)].name for d in np.flatnonzero(self._open & (d_map < 0)))
+        d_keep = d_map >= 0
+        for name in self._DEVICE_STATE:
+            array = getattr(fresh, name)
+            array[d_map[d_keep]] = getattr(self, name)[np.flatnonzero(d_keep)]
+            setattr(self, name, array)
+        self.conn = new
+        self._index(new)
+
+        in_model = ({sw.name for sw in new.model.switches} | {tr.name for tr in new.model.transformers}
+                    | {s.name for s in new.model.sources})
+        kept: list[str] = []
+        recounted: list[str] = []
+        parked: list[str] = []
+        closed: list[str] = []
+        active_before = list(self._active.values()) + list(self._parked.values())
+        live = {id(rec) for rec in active_before}
+        self._active, self._parked = {}, {}
+        self._by_device = {int(new.device_index[r_name]): rec for rec in self._by_device.values()
+                           if (r_name := self._record_device_name(rec, old)) in new.device_index}
+        for rec in self._records:  # finished records keep naming their device whatever the tree
+            if id(rec) in live:
+                continue
+            name = self._record_device_name(rec, old)
+            d = new.device_index.get(name)
+            if d is not None:
+                rec.device, rec.gone = int(d), ()
+            else:
+                if not rec.gone:
+                    dev = old.devices[rec.device]
+                    rec.gone = (dev.name, dev.kind.value, dev.feeder)
+                rec.device = NO_DEVICE
+        for rec in active_before:
+            name = self._record_device_name(rec, old)
+            d = new.device_index.get(name)
+            if d is not None:
+                rec.device, rec.gone = int(d), ()
+                self._active[int(d)] = rec
+                self._by_device[int(d)] = rec
+                kept.append(rec.id)
+                n = int(new.customers[d])
+                if n != rec.customers_affected:
+                    rec.log(now, f"{reason}: {name} now feeds {n} customers (was {rec.customers_affected})")
+                    rec.customers_affected = rec.customers_off = n
+                    recounted.append(rec.id)
+                continue
+            if not rec.gone:
+                dev = old.devices[rec.device]
+                rec.gone = (dev.name, dev.kind.value, dev.feeder)
+            rec.device = NO_DEVICE
+            if name in in_model:
+                self._parked[name] = rec
+                parked.append(rec.id)
+                rec.log(now, f"{reason}: {name} is de-energised by switching; kept open until it is supplied again")
+            else:
+                rec.state = PredictionState.CLOSED
+                closed.append(rec.id)
+                rec.log(now, f"closed: {reason}: device {name} is no longer in network model {new.model_name!r}")
+
+        ml = new.meter_load
+        supplied = (ml >= 0) & self._supplied_load[np.maximum(ml, 0)]
+        woken = np.zeros(0, dtype=np.int64)
+        if presume_energised:
+            candidates = self._out & supplied & ~was_supplied  # new meters start on: never candidates
+            if candidates.any() and self._active:
+                held = np.isin(new.load_chain, np.fromiter(self._active, dtype=np.int32, count=len(self._active)))
+                candidates &= ~held.any(axis=1)[np.maximum(ml, 0)]
+            woken = np.flatnonzero(candidates)
+            self._out[woken] = False
+            self._called[woken] = self._ponned[woken] = False
+            self._on_ms[woken] = now
+            self.presumed_restored += len(woken)
+
+        slos_closed: list[str] = []
+        active_slo = list(self._active_slo.values())
+        self._active_slo = {}
+        for slo in self._slos:
+            if slo.gone:
+                continue
+            m = int(m_map[slo.meter])
+            if slo.state is not SloState.OPEN:
+                if m < 0:
+                    slo.gone = self._slo_names(slo, old)
+                slo.meter = m
+                continue
+            if m >= 0 and supplied[m]:
+                slo.meter = m
+                continue
+            slo.gone = self._slo_names(slo, old)
+            slo.meter = m
+            slo.state = SloState.CLOSED
+            why = "no longer in the network model" if m < 0 else "now behind an open point"
+            slo.log(now, f"closed: {reason}: meter {slo.gone[0]} is {why}")
+            slos_closed.append(slo.id)
+        for slo in active_slo:
+            if slo.state is SloState.OPEN:
+                self._active_slo[slo.meter] = slo
+        self._clock_ms = now
+        return RebaseReport(
+            reason=reason, meters_kept=len(dst), meters_added=len(new.meter_ids) - len(dst),
+            meters_dropped=len(dropped), dropped_off=dropped_off,
+            dropped_meters=tuple(old.meter_ids[int(m)] for m in dropped[:20]), meters_dark=int((~supplied).sum()),
+            presumed_energised=len(woken), open_devices_dropped=lost_open, predictions_kept=tuple(kept),
+            predictions_recounted=tuple(recounted), predictions_parked=tuple(parked),
+            predictions_closed=tuple(closed), slos_closed=tuple(slos_closed),
+            elapsed_ms=(time.perf_counter() - t0) * 1000.0)
+
+    @staticmethod
+    def _record_device_name(rec: _Record, conn: Connectivity) -> str:
+        return rec.gone[0] if rec.gone else conn.devices[rec.device].name
+
+    @staticmethod
+    def _slo_names(slo: _Slo, conn: Connectivity) -> tuple[str, str, str]:
+        load = int(conn.meter_load[slo.meter])
+        dt = int(conn.load_chain[load, 0]) if load >= 0 else NO_DEVICE
+        return (conn.meter_ids[slo.meter], conn.load_names[load] if load >= 0 else "",
+                conn.devices[dt].name if dt >= 0 else "")
+
     # ---------------------------------------------------------------- analysis
 
     def _identical_children(self, parent: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -381,7 +601,7 @@ class OutagePredictor:
         c, r = self.conn, self.rules
         n_loads, n_dev = len(c.load_names), c.n_devices
         ml = c.meter_load
-        out = self._out & (ml >= 0)
+        out = self._out & (ml >= 0) & self._supplied_load[np.maximum(ml, 0)]  # dark by switching: no evidence
         on = ~self._out & (self._on_ms >= 0) & (ml >= 0)
         out_load = np.bincount(ml[out], minlength=n_loads)
         first_load = np.full(n_loads, _NEVER, dtype=np.int64)
@@ -523,6 +743,12 @@ class OutagePredictor:
             rec.state = PredictionState.CONFIRMED
             rec.first_ms = min(rec.first_ms, int(self._open_ms[d]))
             rec.log(now, f"confirmed: SCADA reports the device open ({off} meters report off)")
+        if rec.state is PredictionState.PREDICTED and self.pings_off:
+            below = np.isin(c.meter_load, c.downstream_loads(d))
+            dead = int((below & self._out & (self._pinged_ms >= self._out_ms)).sum())
+            if dead:
+                rec.state = PredictionState.CONFIRMED
+                rec.log(now, f"confirmed by meter ping: {dead} meters below read dead ({off} meters report off)")
 
     def _merge(self, rec: _Record, into: _Record, now: int) -> None:
         rec.state = PredictionState.MERGED
@@ -574,10 +800,14 @@ class OutagePredictor:
         c = self.conn
         out = []
         for rec in self._records:
-            if active_only and rec.device not in self._active:
+            if active_only and rec.state not in (PredictionState.PREDICTED, PredictionState.CONFIRMED):
                 continue
-            dev = c.devices[rec.device]
-            out.append(Prediction(rec.id, dev.name, dev.kind.value, dev.feeder, rec.state, rec.customers_affected,
+            if rec.gone:
+                name, kind, feeder = rec.gone
+            else:
+                dev = c.devices[rec.device]
+                name, kind, feeder = dev.name, dev.kind.value, dev.feeder
+            out.append(Prediction(rec.id, name, kind, feeder, rec.state, rec.customers_affected,
                                   rec.customers_off, rec.first_ms, rec.last_ms, rec.pons, rec.calls, rec.prns,
                                   rec.confirmed, rec.merged_into, tuple(rec.timeline)))
         return out
@@ -588,12 +818,21 @@ class OutagePredictor:
         for slo in self._slos:
             if active_only and slo.state is not SloState.OPEN:
                 continue
-            load = int(c.meter_load[slo.meter])
-            dt = int(c.load_chain[load, 0])
-            out.append(SingleLightOut(slo.id, c.meter_ids[slo.meter], c.load_names[load], c.devices[dt].name,
+            if slo.gone:
+                meter, load_name, dt_name = slo.gone
+            else:
+                load = int(c.meter_load[slo.meter])
+                dt = int(c.load_chain[load, 0])
+                meter, load_name = c.meter_ids[slo.meter], c.load_names[load]
+                dt_name = c.devices[dt].name if dt >= 0 else ""  # behind an open point now
+            out.append(SingleLightOut(slo.id, meter, load_name, dt_name,
                                       slo.state, slo.first_ms, slo.last_ms, slo.pons, slo.calls, slo.merged_into,
                                       tuple(slo.timeline)))
         return out
+
+    def off_mask(self) -> np.ndarray:
+        """Per meter (``conn.meter_ids`` order): believed off now (a copy; the ping plan reads it)."""
+        return self._out.copy()
 
     @property
     def meters_off(self) -> int:

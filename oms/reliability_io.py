@@ -37,7 +37,8 @@ from oms.errors import OmsError
 from oms.med import MedThreshold, med_threshold
 from oms.reliability import Interruption, ReliabilityError
 
-__all__ = ["INTERRUPTION_COLUMNS", "InputFileError", "read_customers_served", "read_history", "read_interruptions"]
+__all__ = ["INTERRUPTION_COLUMNS", "InputFileError", "read_customers_served", "read_daily_saidi", "read_history",
+           "read_interruptions"]
 
 INTERRUPTION_COLUMNS = ("start", "end", "customers", "feeder", "substation", "division", "planned", "cause",
                         "event_id", "customer_ids", "distinct_customers", "id", "notes")
@@ -137,6 +138,16 @@ def read_interruptions(path: str | Path) -> list[Interruption]:
 
 def read_history(path: str | Path) -> MedThreshold:
     """T_MED from a ``date,saidi_min`` file of daily SAIDI."""
+    seen = read_daily_saidi(path)
+    days = sorted(seen)
+    try:
+        return med_threshold([seen[d] for d in days], days)
+    except OmsError as exc:  # too few non-zero days
+        raise InputFileError(f"{path}: {exc}") from None
+
+
+def read_daily_saidi(path: str | Path) -> dict[date, float]:
+    """The days and SAIDI values (minutes) of a ``date,saidi_min`` file of daily SAIDI, validated."""
     path = Path(path)
     seen: dict[date, float] = {}
     for line, row in _rows(path, ("date", "saidi_min"), ("date", "saidi_min")):
@@ -154,11 +165,7 @@ def read_history(path: str | Path) -> MedThreshold:
         if day in seen:
             raise InputFileError(f"{where}: date {day} appears twice")
         seen[day] = value
-    days = sorted(seen)
-    try:
-        return med_threshold([seen[d] for d in days], days)
-    except OmsError as exc:  # too few non-zero days
-        raise InputFileError(f"{path}: {exc}") from None
+    return seen
 
 
 def read_customers_served(path: str | Path) -> dict[str, int]:

@@ -12,11 +12,12 @@ Files written to the report folder:
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from oms.reliability import ReliabilityAssessment
+from oms.reliability import DailyIndices, ReliabilityAssessment
 
 __all__ = ["ReportFiles", "WORST_FEEDERS", "write_report"]
 
@@ -34,17 +35,21 @@ class ReportFiles:
         return (self.daily_csv, self.feeders_csv, self.daily_png, self.feeders_png)
 
 
-def write_report(assessment: ReliabilityAssessment, out_dir: str | Path) -> ReportFiles:
+def write_report(assessment: ReliabilityAssessment, out_dir: str | Path, *,
+                 trend: Sequence[DailyIndices] | None = None) -> ReportFiles:
+    """``trend``: the daily rows of the CSV and chart when they are not the assessment's own days (the server's
+    daily report shows the last weeks of its daily history around a one-day assessment)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files = ReportFiles(out / "daily_indices.csv", out / "feeders.csv", out / "daily_saidi.png",
                         out / "worst_feeders.png")
     t_med = assessment.med.t_med_min if assessment.med is not None else None
+    daily = assessment.daily if trend is None else tuple(trend)
     with files.daily_csv.open("w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(["date", "saifi", "saidi_min", "maifie", "customer_interruptions", "customer_minutes",
                     "major_event_day", "t_med_min"])
-        for d in assessment.daily:
+        for d in daily:
             w.writerow([d.day.isoformat(), f"{d.saifi:.6f}", f"{d.saidi_min:.4f}", f"{d.maifie:.6f}",
                         d.customer_interruptions, f"{d.customer_minutes:.1f}", "true" if d.major_event_day else "false",
                         "" if t_med is None else f"{t_med:.4f}"])
@@ -55,21 +60,21 @@ def write_report(assessment: ReliabilityAssessment, out_dir: str | Path) -> Repo
         w.writerow(["feeder", "customer_minutes", "saidi_contribution_min"])
         for name, cmi in feeders:
             w.writerow([name or "(blank)", f"{cmi:.1f}", f"{cmi / nt:.4f}"])
-    _daily_chart(assessment, files.daily_png)
+    _daily_chart(assessment, daily, files.daily_png)
     _feeder_chart(feeders[:WORST_FEEDERS], nt, files.feeders_png)
     return files
 
 
-def _daily_chart(assessment: ReliabilityAssessment, path: Path) -> None:
+def _daily_chart(assessment: ReliabilityAssessment, daily: Sequence[DailyIndices], path: Path) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(10, 4), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    days = [d.day for d in assessment.daily]
-    colours = ["tab:red" if d.major_event_day else "tab:blue" for d in assessment.daily]
-    ax.bar(days, [d.saidi_min for d in assessment.daily], color=colours, width=0.8)
+    days = [d.day for d in daily]
+    colours = ["tab:red" if d.major_event_day else "tab:blue" for d in daily]
+    ax.bar(days, [d.saidi_min for d in daily], color=colours, width=0.8)
     if assessment.med is not None:
         ax.axhline(assessment.med.t_med_min, color="tab:red", linestyle="--",
                    label=f"T_MED = {assessment.med.t_med_min:.2f} min")
@@ -83,9 +88,9 @@ def _daily_chart(assessment: ReliabilityAssessment, path: Path) -> None:
         ax.xaxis.set_major_formatter(DateFormatter("%Y-%m-%d"))
         ax.set_xlim(days[0] - timedelta(days=1), days[-1] + timedelta(days=1))
     ax.set_ylabel("daily SAIDI (min)")
-    last = assessment.daily[-1].day if assessment.daily else assessment.period_start.date()
-    ax.set_title(f"Daily SAIDI {assessment.period_start.date()} – {last} "
-                 f"(Major Event Days: {len(assessment.major_event_days)})")
+    first = daily[0].day if daily else assessment.period_start.date()
+    last = daily[-1].day if daily else assessment.period_start.date()
+    ax.set_title(f"Daily SAIDI {first} – {last} (Major Event Days: {sum(d.major_event_day for d in daily)})")
     fig.autofmt_xdate()
     fig.tight_layout()
     fig.savefig(path)

@@ -1,7 +1,8 @@
 """The live OMS of a running control centre: AMI messages, trouble calls and SCADA trips of protective switches in;
 outage predictions, outage records, crew work and customer/breaker status out.
 
-``OmsService`` owns one ``OutagePredictor`` (built from the live topology: model and switch positions at start), the
+``OmsService`` owns one ``OutagePredictor`` (on a connectivity that follows the live topology: rebuilt when the
+feeding paths change, ``oms.connectivity.plan_rebuild``), the
 shared ``OutageRecordStore`` (the one FLISR writes, passed in) and a ``CrewBoard`` (``data_dir/crews.sqlite``).
 Evidence is applied as it arrives, under one lock (the predictor is single-owner); a worker thread runs ``analyse``
 every ``period_s`` (and right after each submission) and opens/updates one outage record per prediction: source
@@ -47,7 +48,7 @@ from models.network import SwitchKind
 from models.points import DoubleState, PointKind, Quality
 from models.timebase import now_ms
 from models.updates import Cause
-from oms.connectivity import Connectivity, UnknownElementError, build_connectivity
+from oms.connectivity import Connectivity, UnknownElementError, build_connectivity, plan_rebuild
 from oms.crews import (
     Assignment,
     Crew,
@@ -63,6 +64,7 @@ from oms.crews import (
 from oms.end_device_events import oms_events_from_message
 from oms.errors import OmsError
 from oms.events import EventKind, OmsEvent, format_time_ms
+from oms.meter_ping import MeterPinger, PingPolicy
 from oms.outage_records import OutageRecord, OutageRecordStore, OutageStatus, RecordStage, RestorationStep
 from oms.prediction import (
     IngestReport,
@@ -70,6 +72,7 @@ from oms.prediction import (
     Prediction,
     PredictionRules,
     PredictionState,
+    RebaseReport,
     SingleLightOut,
     SloState,
     TimelineEntry,
@@ -185,7 +188,8 @@ class OmsService:
     def __init__(self, config: StationConfig, rtdb: Rtdb, topology: TopologyService, data_dir: str | Path, *,
                  store: OutageRecordStore, rules: PredictionRules | None = None,
                  clock: Callable[[], int] = now_ms, period_s: float = 1.0, commands: Any = None,
-                 etr: EtrRules | None = None, storm: StormRules | None = None, command_grace_s: float = 5.0) -> None:
+                 etr: EtrRules | None = None, storm: StormRules | None = None, command_grace_s: float = 5.0,
+                 headend_url: str | None = None) -> None:
         if period_s <= 0:
             raise OmsError(f"OMS service: period_s must be > 0 (got {period_s})")
         self.config = config
@@ -198,9 +202,16 @@ class OmsService:
         self.etr_rules = etr or EtrRules()
         self.storm_rules = storm or StormRules()
         self.model = topology.model
-        closed = {s.mrid: not s.closed for s in topology.switch_states()}
-        self.connectivity: Connectivity = build_connectivity(self.model, closed)
+        live_open = np.zeros(len(self.model.switches), dtype=bool)
+        for st in topology.switch_states():
+            live_open[st.index] = not st.closed
+        # built against the normal states: a protective device already open at start is evidence (``start``
+        # submits it), not a normally open point behind which its customers would count as unsupplied
+        plan = plan_rebuild(None, self.model, live_open)
+        self.connectivity: Connectivity = build_connectivity(self.model, plan.switch_open)
+        self._initial_evidence = plan.evidence
         self.predictor = OutagePredictor(self.connectivity, rules)
+        self.rebases: list[RebaseReport] = []  # the latest few, for operators and tests
         self._stage_changes: deque[tuple[str, OutageStage, int]] = deque()
         self.crews = CrewBoard(Path(data_dir) / "crews.sqlite", on_stage=self._on_crew_stage)
         #: ``(switch name, time_ms) -> description`` of a planned outage opening that switch, or None
@@ -218,6 +229,8 @@ class OmsService:
         self._events_total = 0
         self._watches: list[OutageWatch] = []
         self._command_grace_s = command_grace_s
+        # meter pings through the AMI head-end: confirm predicted outages, check restorations
+        self._pings = PingPolicy(MeterPinger(_read_url(headend_url))) if headend_url else None
         self._last_command: dict[int, float] = {}  # point id -> monotonic time of its last command
         if commands is not None:
             commands.add_outcome_listener(lambda o: self._last_command.__setitem__(int(o.point), time.monotonic()))
@@ -230,6 +243,7 @@ class OmsService:
             if state is not None and state.kind in _PROTECTIVE:
                 self._point_switch[p.id] = state.index
         self._sub: Any = None
+        self._topo_sub: Any = None
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -242,7 +256,14 @@ class OmsService:
         if self._point_switch:
             self._sub = self._rtdb.subscribe("oms", points=sorted(self._point_switch), status_only=True,
                                              max_pending=1024)
-        self._threads = [threading.Thread(target=self._analyse_loop, name="oms-analyse", daemon=True)]
+        snapshot, self._topo_sub = self._topology.subscribe("oms-connectivity", max_pending=64)
+        if self._initial_evidence:
+            now = self._clock()
+            self.submit([OmsEvent(now, EventKind.SCADA_OPEN, name) for name in self._initial_evidence])
+            self._initial_evidence = ()
+        self._follow(snapshot, "at start")  # anything that moved since the constructor
+        self._threads = [threading.Thread(target=self._analyse_loop, name="oms-analyse", daemon=True),
+                         threading.Thread(target=self._topology_loop, name="oms-topology", daemon=True)]
         if self._sub is not None:
             self._threads.append(threading.Thread(target=self._watch_loop, name="oms-scada", daemon=True))
         for t in self._threads:
@@ -256,6 +277,9 @@ class OmsService:
         if self._sub is not None:
             self._rtdb.unsubscribe(self._sub)
             self._sub = None
+        if self._topo_sub is not None:
+            self._topology.unsubscribe(self._topo_sub)
+            self._topo_sub = None
         for t in self._threads:
             t.join(10)
         self._threads = []
@@ -307,9 +331,14 @@ class OmsService:
                     changed.append(slo)
             self._apply_crew_stages()
             watches = list(self._watches)
+            plans = self._pings.plan(self.predictor, predictions) if self._pings is not None else {}
         for w in watches:
             for o in changed:
                 w.offer(o)
+        if plans:  # the head-end is read outside the lock: evidence keeps coming in meanwhile
+            events = self._pings.read(plans, self._clock()) if self._pings is not None else []
+            if events:
+                self.submit(events)
         return predictions
     def predictions(self, *, active_only: bool = False) -> list[Prediction]:
         with self._lock:
@@ -400,9 +429,9 @@ class OmsService:
         off = sum(p.customers_off for p in active) + len(slos)
         largest = tuple(sorted(active, key=lambda p: (-p.customers_off, p.id))[:max(1, top)])
         confirmed = sum(1 for p in active if p.state is PredictionState.CONFIRMED)
-        text = (f"{'STORM MODE: ' if storm else ''}{len(active)} outages ({confirmed} confirmed), {len(slos)} single "
-                f"lights out, {off} customers off; {waiting} waiting for a crew, {busy} crews busy, {available} "
-                "available")
+        text = (f"{'STORM MODE: ' if storm else ''}{_n(len(active), 'outage')} ({confirmed} confirmed), "
+                f"{_n(len(slos), 'single light')} out, {_n(off, 'customer')} off; {waiting} waiting for a crew, "
+                f"{_n(busy, 'crew')} busy, {available} available")
         return OutageSummary(storm, why, len(active), confirmed, len(slos), off, meters_off, recent, total, busy,
                              available, waiting, rows, largest, text)
 
@@ -542,6 +571,42 @@ class OmsService:
             except Exception:  # the worker must survive one bad analysis
                 log.exception("OMS: analysis failed")
 
+    def _topology_loop(self) -> None:
+        while not self._stop.is_set():
+            sub = self._topo_sub
+            upd = sub.get(timeout_s=0.5) if sub is not None else None
+            if upd is None:
+                continue
+            try:
+                self._follow(upd.snapshot, f"topology v{upd.version} {upd.cause.value}")
+            except Exception:
+                log.exception("OMS: following topology v%d failed", upd.version)
+
+    def _follow(self, snapshot: Any, why: str) -> None:
+        """Rebuild the connectivity when the feeding paths changed (a tie closed, a section opened, a new model);
+        a protective device opening is evidence (the RTDB watcher submits it), not a rebuild."""
+        plan = plan_rebuild(self.connectivity, snapshot.model, ~snapshot.switch_closed)
+        if not plan.needed:
+            return
+        t = time.perf_counter()
+        conn = build_connectivity(snapshot.model, plan.switch_open)
+        reason = f"{why}: " + (", ".join(plan.feeding_changes) or "model replaced")
+        with self._lock:
+            report = self.predictor.rebase(conn, reason=reason, time_ms=self._clock())
+            self.connectivity = conn
+            if plan.model_changed:
+                self.model = snapshot.model
+                self._point_switch = {}
+                for p in self.config.points:
+                    state = self._topology.switch_of_point(p.id) if p.kind.is_status else None
+                    if state is not None and state.kind in _PROTECTIVE:
+                        self._point_switch[p.id] = state.index
+            self.rebases = [*self.rebases[-9:], report]
+        log.info("OMS: connectivity rebuilt in %.1f ms (%s): %d meters kept, %d dark, %d presumed back, %d dropped",
+                 (time.perf_counter() - t) * 1000, reason, report.meters_kept, report.meters_dark,
+                 report.presumed_energised, report.meters_dropped)
+        self._wake.set()
+
     def _watch_loop(self) -> None:
         while not self._stop.is_set():
             sub = self._sub
@@ -593,6 +658,9 @@ class OmsService:
                 self._planned[p.id] = planned
         if planned:  # the planned outage keeps its own record: no unplanned one for its switching
             return
+        if p.state is PredictionState.CLOSED:  # its device left the network model (rebase)
+            self._end_without_restoration(p.id, p.timeline[-1].note if p.timeline else "closed", now)
+            return
         source = self._record_source.setdefault(p.id, "scada" if p.scada_confirmed and not (p.pons or p.calls)
                                                 else "ami")
         last = p.timeline[-1] if p.timeline else None
@@ -639,6 +707,9 @@ class OmsService:
         active = slo.state is SloState.OPEN
         if slo.state is SloState.MERGED and slo.id not in self._record_id:
             return  # became part of a device outage before it was ever an SLO record
+        if slo.state is SloState.CLOSED:  # its meter left the model or sits behind an open point now
+            self._end_without_restoration(slo.id, slo.timeline[-1].note if slo.timeline else "closed", now)
+            return
         restored_ms = -1 if active else (last.time_ms if last else now)
         try:
             rec = self.store.open_or_update(
@@ -684,6 +755,18 @@ class OmsService:
                 self._close_restored(outage_id, "all customers restored")
         except (CrewError, UnknownElementError) as exc:
             log.warning("OMS: crew work for %s: %s", outage_id, exc)
+
+    def _end_without_restoration(self, outage_id: str, why: str, now: int) -> None:
+        try:
+            if outage_id in self._work and self._crew_stage(outage_id) is not OutageStage.ON_SITE:
+                self.crews.remove_work(outage_id, now)
+                self._work.discard(outage_id)
+            rid = self._record_id.get(outage_id)
+            if rid is not None and self.store.canonical(rid).status is not OutageStatus.CLOSED:
+                self.store.close_record(rid, f"{_iso(now)} closed without restoration evidence: {why}",
+                                        closed_ms=max(now, self.store.canonical(rid).started_ms))
+        except (CrewError, LookupError) as exc:
+            log.warning("OMS: ending %s: %s", outage_id, exc)
 
     def _close_restored(self, outage_id: str, why: str) -> None:
         o = self._outage(outage_id)
@@ -780,6 +863,16 @@ class OmsService:
         return f"{p.device_kind} {p.device} operated (predicted from {evidence})"
 def _iso(ms: int) -> str:
     return format_time_ms(ms)
+
+
+def _read_url(headend_url: str) -> str:
+    """The head-end's meter-read resource (``[oms] headend_url`` may name the server or the resource)."""
+    url = headend_url.rstrip("/")
+    return url if url.endswith("/meter-readings") else url + "/meter-readings"
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def _is_active(o: Prediction | SingleLightOut) -> bool:

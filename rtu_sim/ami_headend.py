@@ -94,12 +94,14 @@ class AmiOptions:
 
 @dataclass(frozen=True, slots=True)
 class MeterReading:
-    """Answer to an instantaneous read: ``voltage_v`` is the phase-neutral voltage of the meter's bus."""
+    """Answer to an instantaneous read: ``voltage_v`` is the phase-neutral voltage of the meter's bus;
+    ``power_on_count`` the meter's restorations seen since the head-end started."""
 
     meter: str
     energised: bool
     voltage_v: float
     time_ms: int
+    power_on_count: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,12 +210,13 @@ class AmiHeadEnd:
             raise AmiError(f"no meter {meter!r} in network {self.model.name!r}")
         bus = int(self._bus[index])
         now_ms = int(round(self._clock() * 1000))
+        count = int(self._on_count[index])
         if isinstance(self._supply, GridPhysics):
             snap = self._snapshot()
             volts = float(snap.bus_v_ln_kv[bus]) * 1000.0
-            return MeterReading(meter, volts > 0, volts, now_ms)
+            return MeterReading(meter, volts > 0, volts, now_ms, count)
         live = bool(self._mask(self._supply())[bus])
-        return MeterReading(meter, live, float(self._nominal_ln_v[bus]) if live else 0.0, now_ms)
+        return MeterReading(meter, live, float(self._nominal_ln_v[bus]) if live else 0.0, now_ms, count)
 
     def stats(self) -> AmiStats:
         with self._lock:

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
 import time
+from typing import TYPE_CHECKING
 
 from models.errors import ModelError
 from rtu_sim.errors import SimulatorError
+
+if TYPE_CHECKING:
+    from rtu_sim.ami_service import AmiHeadEndService
+    from rtu_sim.simulator import RtuSimulator
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,6 +45,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="switches move at once (no breaker 0.08 s / load-break 1.5 s / disconnector 3 s travel)")
     p.add_argument("--no-physics", action="store_true",
                    help="do not drive measurement points from a power flow of the [network] model")
+    ami = p.add_argument_group("AMI head-end", "simulated smart meters on the grid physics (rtu_sim.ami_service)")
+    ami.add_argument("--ami-grpc", metavar="ADDRESS",
+                     help="send the meters' power off/on events (IEC 61968-9 EndDeviceEvents) to the control "
+                          "centre's OutageService.SubmitMeterEvents at ADDRESS (host:port)")
+    ami.add_argument("--ami-token", default=os.environ.get("DSCADA_AMI_TOKEN", ""), metavar="T",
+                     help="bearer token of an operator for --ami-grpc (default: $DSCADA_AMI_TOKEN)")
+    ami.add_argument("--ami-http", type=int, metavar="PORT",
+                     help="serve instantaneous meter reads: POST http://127.0.0.1:PORT/meter-readings (0: free port)")
+    ami.add_argument("--ami-time-scale", type=float, default=1.0, metavar="X",
+                     help="multiply the meters' delays (30 s last gasp, 10 s power on) by X (default 1)")
     p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     return p
 
@@ -52,6 +68,22 @@ def _parse_fault(text: str) -> tuple[str, float]:
     return line, at_s
 
 
+def _build_ami(args: argparse.Namespace, sim: RtuSimulator) -> AmiHeadEndService | None:
+    """The AMI head-end service the options ask for (None when neither --ami-grpc nor --ami-http is given)."""
+    if args.ami_grpc is None and args.ami_http is None:
+        return None
+    from rtu_sim.ami_headend import AmiOptions
+    from rtu_sim.ami_service import AmiHeadEndService
+
+    physics = sim.physics
+    if physics is None:
+        raise SimulatorError("--ami-grpc/--ami-http need grid physics: a station with a [network] model")
+    return AmiHeadEndService(physics.model, physics, grpc_address=args.ami_grpc, token=args.ami_token,
+                             http_port=args.ami_http, seed=args.seed,
+                             options=AmiOptions(time_scale=args.ami_time_scale),
+                             sink=None if args.ami_grpc else (lambda _message: None))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
@@ -63,7 +95,10 @@ def main(argv: list[str] | None = None) -> int:
     from rtu_sim.physics import FlowMethod
     from rtu_sim.simulator import RtuSimulator
 
+    sim: RtuSimulator | None = None
     try:
+        if args.ami_grpc is not None and not args.ami_token:
+            raise SimulatorError("--ami-grpc needs an operator's bearer token: --ami-token or $DSCADA_AMI_TOKEN")
         config = load_station_config(args.config or sample_station_path())
         faults = [_parse_fault(f) for f in args.fault]
         physics: PhysicsSettings | bool = False if args.no_physics else PhysicsSettings(
@@ -73,7 +108,10 @@ def main(argv: list[str] | None = None) -> int:
         if faults and sim.physics is None:
             raise SimulatorError("--fault needs grid physics: a station with a [network] model and RTUs with "
                                  "equipment")
+        ami = _build_ami(args, sim)
     except (ModelError, SimulatorError, ValueError) as exc:
+        if sim is not None:
+            sim.stop()  # it holds its servers' registrations from construction on
         print(f"dscada rtu-sim: {exc}", file=sys.stderr)
         return 2
     stop = threading.Event()
@@ -84,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         try:
             sim.start()
+            if ami is not None:
+                ami.start()
             if args.control_port is not None:
                 control = ControlSocketServer(sim, args.control_host, args.control_port)
             if args.load > 0:
@@ -100,6 +140,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  control socket: {control.host}:{control.port} (JSON lines)", flush=True)
         if args.load > 0:
             print(f"  change load: {args.load:g}/s, status share {args.status_share:g}", flush=True)
+        if ami is not None:
+            s = ami.stats().headend
+            print(f"  AMI head-end: {s.meters} meters ({s.silent_meters} never report)"
+                  + (f", events to {args.ami_grpc}" if args.ami_grpc else "")
+                  + (f", meter reads on {ami.read_url}" if args.ami_http is not None else ""), flush=True)
         if sim.physics is not None:
             print(f"  grid physics: {sim.physics.model.name!r}, {args.flow} flow every {args.physics_period:g} s",
                   flush=True)
@@ -119,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if control is not None:
             control.stop()
+        if ami is not None:
+            ami.stop()
         sim.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
