@@ -253,6 +253,7 @@ class OutagePredictor:
         self.pings_off = 0  # PING_OFF events applied (0: analysis skips the ping confirmation)
         self._open = np.zeros(d, dtype=bool)
         self._open_ms = np.full(d, _NEVER, dtype=np.int64)
+        self._closed_at: dict[str, int] = {}  # device name -> when SCADA last saw it close (kept by name on rebase)
         self._clock_ms = -1
         self.counts: dict[Outcome, int] = dict.fromkeys(Outcome, 0)
         self.clock_corrected = 0
@@ -409,6 +410,7 @@ class OutagePredictor:
         opened_ms = int(self._open_ms[d]) - int(self.rules.nested_margin_s * 1000)  # meter clocks lag SCADA's
         self._open[d] = False
         self._open_ms[d] = _NEVER
+        self._closed_at[self.conn.devices[d].name] = t
         # Supply is back below the device, except below another device still open: meters that went off since it
         # opened are taken as restored now (the head-end's PRNs or a meter ping confirm it later); meters off since
         # before it opened stay off (a nested outage: a blown fuse below a breaker that tripped later).
@@ -668,17 +670,21 @@ class OutagePredictor:
         for d in chosen:
             self._upsert(d, now, int(dev_out[d]), int(dev_first[d]), int(dev_last[d]), int(dev_pons[d]),
                          int(dev_calls[d]))
+        covered_load = np.isin(c.load_chain, np.fromiter(chosen.values(), dtype=np.int32, count=len(chosen)))
+        covered_load = covered_load.any(axis=1)
         for d, rec in list(self._active.items()):
             if d in chosen:
                 continue
             owner = next((self._active[x] for x in chosen if x in self._active and c.is_ancestor(x, d)), None)
             if owner is not None:
                 self._merge(rec, owner, now)
-            else:
-                self._restore(rec, now, int(dev_out[d]))
-
-        covered_load = np.isin(c.load_chain, np.fromiter(chosen.values(), dtype=np.int32, count=len(chosen)))
-        covered_load = covered_load.any(axis=1)
+                continue
+            # Still off below: the whole customer count of each nested outage showing again (its silent meters
+            # too, so nobody is counted back here and off there) and the lone meters off, not yet SLOs.
+            nested = sum(o.customers_off for x, o in self._active.items() if x != d and c.is_ancestor(d, x))
+            below = np.isin(ml, c.downstream_loads(d))
+            lone_off = int((out & below & ~covered_load[np.maximum(ml, 0)]).sum())
+            self._restore(rec, now, nested + lone_off)
         hold_ms = int(r.slo_hold_s * 1000)
         lone = out & ~covered_load[np.maximum(ml, 0)]
         # A meter already an SLO stays one; a new one waits for the hold time.
@@ -709,7 +715,8 @@ class OutagePredictor:
         rec = self._active.get(d)
         if rec is None:
             old = self._by_device.get(d)
-            first_ms = min(first, int(self._open_ms[d]))
+            # a device SCADA saw open: its outage began then (meters off well before are a nested outage's)
+            first_ms = int(self._open_ms[d]) if self._open[d] else min(first, int(self._open_ms[d]))
             if old is not None and old.state is PredictionState.MERGED:
                 rec = old  # a nested outage showing again after its upstream one was restored
                 rec.state = PredictionState.PREDICTED
@@ -735,7 +742,7 @@ class OutagePredictor:
                     slo.log(now, f"part of outage {rec.id} at {c.devices[d].name}")
                     del self._active_slo[slo.meter]
         rec.last_ms = max(rec.last_ms, last, int(self._open_ms[d]) if self._open[d] else -1)
-        if first != _NEVER:
+        if first != _NEVER and not self._open[d]:
             rec.first_ms = min(rec.first_ms, first)
         rec.pons, rec.calls = max(rec.pons, pons), max(rec.calls, calls)
         if self._open[d] and not rec.confirmed:
@@ -755,7 +762,8 @@ class OutagePredictor:
         rec.merged_into = into.id
         rec.log(now, f"merged into {into.id} at {self.conn.devices[into.device].name}")
         into.log(now, f"absorbed {rec.id} at {self.conn.devices[rec.device].name}")
-        into.first_ms = min(into.first_ms, rec.first_ms)
+        if not self._open[into.device]:  # a SCADA-open device's outage began when it opened
+            into.first_ms = min(into.first_ms, rec.first_ms)
         into.pons, into.calls = max(into.pons, rec.pons), max(into.calls, rec.calls)
         del self._active[rec.device]
 
@@ -771,7 +779,16 @@ class OutagePredictor:
         note = f"restored {restored} of {rec.customers_affected} customers"
         if still_off:
             note += f"; {still_off} still off below (nested outage or single lights out)"
-        rec.log(now, note)
+        # stamped with when supply came back, as the evidence says: SCADA saw the device close, else the meters'
+        # own restoration stamps (median: robust to a skewed clock); the analysis time when neither is known
+        closed = self._closed_at.get(c.devices[d].name, -1)
+        if closed >= rec.first_ms:
+            at = closed
+        elif back.any():
+            at = int(np.median(self._on_ms[back]))
+        else:
+            at = now
+        rec.log(min(max(at, rec.first_ms), now), note)
         del self._active[d]
 
     def _update_slos(self, meters: np.ndarray, now: int) -> None:

@@ -319,7 +319,8 @@ class OmsService:
         changed: list[Prediction | SingleLightOut] = []
         with self._lock:
             predictions, slos = self.predictor.analyse(now)
-            for p in predictions:
+            # merged ones last: their record folds into the upstream outage's, which must exist by then
+            for p in sorted(predictions, key=lambda p: p.state is PredictionState.MERGED):
                 if self._seen.get(p.id) != len(p.timeline):
                     self._write_record(p, now)
                     self._seen[p.id] = len(p.timeline)
@@ -688,9 +689,11 @@ class OmsService:
             into = self._record_id.get(p.merged_into, 0) if p.state is PredictionState.MERGED else 0
             if rec.merged_into != into:  # merged into an upstream outage, or active again after its restoration
                 rec = self.store.link(rec.id, into)
-            if into:
-                self._update_work(p.id, False, now, lambda: work_item_for_device(
-                    self.model, p.id, p.device, p.device_kind, customers_affected=p.customers_affected))
+            if p.state is PredictionState.MERGED:  # the upstream outage's crew covers it; its record stays open
+                # (it may show again when the upstream one is restored)
+                if p.id in self._work and self._crew_stage(p.id) is not OutageStage.ON_SITE:
+                    self.crews.remove_work(p.id, now)
+                    self._work.discard(p.id)
                 return
             canonical = self.store.canonical(rec.id)
             crew_stage = self._crew_stage(p.id)

@@ -218,3 +218,48 @@ def test_a_storm_of_last_gasps_is_one_outage_and_storm_mode(server: _Server) -> 
     assert sum(o.customers_off for o in summary.largest) == len(meters) and summary.text.startswith("STORM MODE")
     assert {o.device_kind for o in summary.largest} <= {"source", "transformer", "breaker"}
     assert took_s < 10
+
+
+def test_a_nested_outage_is_restored_in_two_steps_and_counted_once(server: _Server) -> None:
+    """A fuse blows on F1 (its meters report), then F1-CB trips: the fuse's outage folds into the breaker's. The
+    breaker closes: the breaker's record gives back everyone but the fuse's customers (step one), the fuse's outage
+    shows again with its own record from its own start; the crew replaces the fuse (step two). The indices count
+    every customer once, each for their own time off."""
+    center, oms, stub = server.center, server.oms, server.stub
+    assert center.topology is not None
+    fuse_meters = [m for m in oms.connectivity.meter_ids if FUSE in {d.name for d in oms.connectivity.chain(m)}]
+    f1_customers = oms.connectivity.device("F1-CB").customers
+    point = next(p for p in center.config.points if p.kind.is_status
+                 and (s := center.topology.switch_of_point(p.id)) is not None and s.name == "F1-CB")
+    closed, opened = ((DoubleState.ON, DoubleState.OFF) if point.kind is PointKind.DOUBLE else (1, 0))
+    t0 = now_ms() - 120 * MIN
+    _feed(center, point.id, closed, t0 - MIN, Cause.SPONTANEOUS)
+    _send(stub, fuse_meters[:20], EndDeviceEventCode.POWER_OFF, t0, "fuse")
+    fuse = wait_for(lambda: next((p for p in oms.predictions(active_only=True) if p.device == FUSE), None), 10,
+                    "the fuse outage")
+    _feed(center, point.id, opened, t0 + 30 * MIN, Cause.SPONTANEOUS)  # the breaker trips half an hour later
+    breaker = wait_for(lambda: next((p for p in oms.predictions(active_only=True) if p.device == "F1-CB"), None),
+                       10, "the breaker outage")
+    wait_for(lambda: server.store.get(oms.record_id(fuse.id)).merged_into == oms.record_id(breaker.id), 10,
+             "the fuse's record folded into the breaker's")
+    _feed(center, point.id, closed, t0 + 60 * MIN, Cause.SPONTANEOUS)  # step one: the breaker closes
+    wait_for(lambda: server.store.get(oms.record_id(breaker.id)).status.value == "closed", 10,
+             "the breaker's record closed")
+    again = wait_for(lambda: next((p for p in oms.predictions(active_only=True) if p.device == FUSE), None), 10,
+                     "the fuse outage showing again")
+    assert again.id == fuse.id and again.first_event_ms == t0
+    assert server.store.get(oms.record_id(fuse.id)).merged_into == 0
+    _send(stub, fuse_meters[:20], EndDeviceEventCode.POWER_ON, t0 + 100 * MIN, "fixed")  # step two
+    wait_for(lambda: server.store.get(oms.record_id(fuse.id)).status.value == "closed", 10,
+             "the fuse's record closed")
+    breaker_rec = server.store.get(oms.record_id(breaker.id))
+    fuse_rec = server.store.get(oms.record_id(fuse.id))
+    assert [s.customers for s in breaker_rec.steps] == [f1_customers - len(fuse_meters)]
+    assert [s.customers for s in fuse_rec.steps] == [len(fuse_meters)]
+    interruptions = interruptions_from_outage_records(server.store.list())
+    assert sum(i.customers for i in interruptions) == f1_customers  # each customer once
+    minutes = sorted(((i.end - i.start).total_seconds() / 60, i.customers) for i in interruptions)
+    # the fuse's customers: from the fuse (t0) to its repair (t0 + 100 min); the rest from the trip (t0 + 30) to the
+    # breaker closing (t0 + 60 min); the analysis stamps steps when it sees them, so allow a few seconds
+    assert minutes[0][1] == f1_customers - len(fuse_meters) and abs(minutes[0][0] - 30) < 0.2
+    assert minutes[1][1] == len(fuse_meters) and abs(minutes[1][0] - 100) < 0.2
