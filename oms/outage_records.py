@@ -284,9 +284,10 @@ class OutageRecordStore(SqliteStore):
     def _link_same_trip(self, rec: OutageRecord) -> OutageRecord:
         """Merge a new flisr/scada record with the other source's open record of the same device and trip."""
         other = next(s for s in MERGE_SOURCES if s != rec.source)
+        # a closed mate too: the OMS may have seen the breaker close again before FLISR first wrote its run
         rows = self._query(f"SELECT {_COLS} FROM outage_records WHERE source = ? AND tripped_device = ? AND "
-                           "merged_into = 0 AND status != ? AND abs(started_ms - ?) <= ? ORDER BY id DESC LIMIT 1",
-                           (other, rec.tripped_device, OutageStatus.CLOSED.value, rec.started_ms, MERGE_WINDOW_MS))
+                           "merged_into = 0 AND abs(started_ms - ?) <= ? ORDER BY id DESC LIMIT 1",
+                           (other, rec.tripped_device, rec.started_ms, MERGE_WINDOW_MS))
         if not rows:
             return rec
         mate = rows[0]

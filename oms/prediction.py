@@ -204,6 +204,7 @@ class _Record:  # mutable working copy of a Prediction
     merged_into: str = ""
     gone: tuple[str, str, str] = ()  # (device, kind, feeder) while its device is not in the tree (rebase)
     timeline: list[TimelineEntry] = field(default_factory=list)
+    waiting: list[str] = field(default_factory=list)  # restored partially: lone meters still off (by meter number)
 
     def log(self, time_ms: int, note: str) -> None:
         self.timeline.append(TimelineEntry(int(time_ms), self.state.value, int(self.customers_off), note))
@@ -261,6 +262,7 @@ class OutagePredictor:
         self.not_applied: list[tuple[OmsEvent, Outcome]] = []  # every event that changed nothing, in order
         self._records: list[_Record] = []
         self._active: dict[int, _Record] = {}
+        self._partial: list[_Record] = []  # restored with customers still off below: followed until all are back
         self._by_device: dict[int, _Record] = {}
         self._slos: list[_Slo] = []
         self._active_slo: dict[int, _Slo] = {}
@@ -683,8 +685,12 @@ class OutagePredictor:
             # too, so nobody is counted back here and off there) and the lone meters off, not yet SLOs.
             nested = sum(o.customers_off for x, o in self._active.items() if x != d and c.is_ancestor(d, x))
             below = np.isin(ml, c.downstream_loads(d))
-            lone_off = int((out & below & ~covered_load[np.maximum(ml, 0)]).sum())
-            self._restore(rec, now, nested + lone_off)
+            lone = np.flatnonzero(out & below & ~covered_load[np.maximum(ml, 0)])
+            self._restore(rec, now, nested + len(lone))
+            if len(lone):  # followed: their restoration notices may only be late
+                rec.waiting = [c.meter_ids[int(m)] for m in lone]
+                self._partial.append(rec)
+        self._follow_partial(now)
         hold_ms = int(r.slo_hold_s * 1000)
         lone = out & ~covered_load[np.maximum(ml, 0)]
         # A meter already an SLO stays one; a new one waits for the hold time.
@@ -766,6 +772,32 @@ class OutagePredictor:
             into.first_ms = min(into.first_ms, rec.first_ms)
         into.pons, into.calls = max(into.pons, rec.pons), max(into.calls, rec.calls)
         del self._active[rec.device]
+
+    def _follow_partial(self, now: int) -> None:
+        """A partial restoration's lone stragglers (not a nested outage's: that one has its own prediction): a meter
+        whose restoration notice comes late is a later step of this outage. One that never comes back becomes a
+        single light out with its own record, and is no longer followed here."""
+        c = self.conn
+        slo_meters = set(self._active_slo)
+        for rec in list(self._partial):
+            if rec.state is not PredictionState.RESTORED:
+                self._partial.remove(rec)
+                continue
+            back, still = [], []
+            for meter in rec.waiting:
+                m = c.meter_index.get(meter)
+                if m is None or m in slo_meters:
+                    continue  # left the model, or a single light out now (its own record)
+                (still if self._out[m] else back).append(m)
+            if back:
+                at = min(max(int(self._on_ms[back].max()), rec.timeline[-1].time_ms if rec.timeline else
+                             rec.first_ms), now)
+                rec.customers_off = max(0, rec.customers_off - len(back))
+                rec.log(at, f"{len(back)} more customers back" + (f"; {rec.customers_off} still off below"
+                                                                  if rec.customers_off else ": all back"))
+            rec.waiting = [c.meter_ids[m] for m in still]
+            if not rec.waiting:
+                self._partial.remove(rec)
 
     def _restore(self, rec: _Record, now: int, still_off: int) -> None:
         d = rec.device
