@@ -11,6 +11,7 @@ exactly as an operator's client would. Tables go to the terminal, PNG figures to
 from __future__ import annotations
 
 import contextlib
+import re
 import sys
 import tempfile
 import threading
@@ -26,21 +27,27 @@ from rich.table import Table
 
 from dms.api.client import DmsClient
 from dms.api.protos import flisr_pb2 as flisr_pb
+from dms.api.protos import oms_pb2 as oms_pb
+from dms.api.protos import oms_planned_pb2 as pl_pb
+from dms.api.protos import oms_reliability_pb2 as rel_pb
 from dms.api.protos import se_pb2 as se_pb
 from dms.api.protos import study_pb2 as study_pb
 from dms.api.protos import voltvar_pb2 as vv_pb
 from dms.flisr.plan import FlisrMode
 from dms.server import DmsApplications
-from models.config import StationConfig, load_station_config
+from models.config import Role, StationConfig, load_station_config
 from models.gis_exchange import analyse_reconfiguration, reconfiguration_document
 from models.network import NetworkModel
 from models.pandapower_net import run_balanced_powerflow
 from models.phase_model import build_phase_model
 from models.points import DoubleState
 from models.sample_network import F_HZ
-from models.samples import relocate_station_text, sample_network_station_path
+from models.samples import free_tcp_port, relocate_station_text, sample_network_station_path
 from models.three_phase_flow import run_three_phase_powerflow
 from models.timebase import now_ms
+from oms.events import format_time_ms
+from rtu_sim.ami_headend import AmiOptions
+from rtu_sim.ami_service import AmiHeadEndService
 from rtu_sim.native_output import divert_native_stderr
 from rtu_sim.simulator import RtuSimulator
 from scada.api.client import ClientError, ScadaClient
@@ -53,6 +60,9 @@ FAULT_LINE = "F2-C04"  # cable F2-RMU03 -> F2-RMU04
 FEEDER_CB = "F2-CB"
 ISOLATE = ("F2-RMU03-LBS2", "F2-RMU06-LBS1")  # automated ring switches either side of the faulted stretch
 FOREIGN_TIE = "F3-RMU08-LBS2"  # normally-open point F3-F4: closing it parallels the two grid infeeds
+FUSE = "F4-RMU02-TEE"  # a distribution transformer's fuse, not telemetered: only the meters tell
+# the head-end's delays at a tenth (a last gasp 3 s after the loss instead of 30 s) so the demo stays short
+AMI_OPTIONS = AmiOptions(time_scale=0.1, poll_s=0.2, late_share=0.0)
 # A pipe or CI log gets a readable fixed width instead of rich's 80 columns.
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
 
@@ -88,21 +98,32 @@ def _status(code: int) -> str:
 
 
 @contextlib.contextmanager
-def _running(data_dir: Path) -> Iterator[tuple[ControlCenter, RtuSimulator]]:
+def _running(data_dir: Path) -> Iterator[tuple[ControlCenter, RtuSimulator, AmiHeadEndService]]:
     source = sample_network_station_path()
     text = relocate_station_text(source.read_text(encoding="utf-8"), data_dir, source.parent)
+    # the AMI head-end's meter-read endpoint, so the OMS can ping meters
+    ami_port = free_tcp_port()
+    text = re.sub(r"(?m)^(utc_offset = .*)$", rf'\1\nheadend_url = "http://127.0.0.1:{ami_port}"', text, count=1)
     cfg_path = data_dir / "station.toml"
     cfg_path.write_text(text, encoding="utf-8")
     config = load_station_config(cfg_path)
     sim = RtuSimulator(config, seed=7)
     center = ControlCenter(config)
     dms = DmsApplications(center, flisr_mode=FlisrMode.AUTOMATIC)
+    ami: AmiHeadEndService | None = None
     try:
         sim.start()
         center.start()
         dms.start()
-        yield center, sim
+        assert sim.physics is not None
+        token = next(o.token for o in config.operators if o.role is Role.OPERATOR)
+        ami = AmiHeadEndService(sim.physics.model, sim.physics, grpc_address=f"127.0.0.1:{center.grpc_port}",
+                                token=token, http_port=ami_port, seed=7, options=AMI_OPTIONS)
+        ami.start()
+        yield center, sim, ami
     finally:
+        if ami is not None:
+            ami.stop()
         dms.stop()
         center.stop()
         sim.stop()
@@ -282,7 +303,7 @@ def _run(folder: Path, report: Path, pause: float, stack: contextlib.ExitStack) 
     pngs: list[Path] = []
 
     _step(1, "Start the physics-driven simulated field devices and the control-centre server on the CIM sample network")
-    center, sim = stack.enter_context(_running(folder))
+    center, sim, ami = stack.enter_context(_running(folder))
     config = center.config
     model = config.network
     if model is None:
@@ -457,7 +478,9 @@ def _run(folder: Path, report: Path, pause: float, stack: contextlib.ExitStack) 
     console.print(f"F1 now carries F2's tail: F1-CB currents {' / '.join(f'{x:.0f}' for x in values.values())} A")
     time.sleep(pause)
 
-    _step(6, "Topology interlocks refuse unsafe switching before anything reaches the field")
+    _oms_step(dms_client, sim, ami, model, summary, pause)
+
+    _step(7, "Topology interlocks refuse unsafe switching before anything reaches the field")
     for what, point in ((f"close the F3-F4 tie {FOREIGN_TIE}", f"{FOREIGN_TIE}.Pos"),
                         (f"close {ISOLATE[0]} onto the faulted section FLISR marked", f"{ISOLATE[0]}.Pos")):
         try:
@@ -466,7 +489,7 @@ def _run(folder: Path, report: Path, pause: float, stack: contextlib.ExitStack) 
         except ClientError as exc:
             console.print(f"  {what}: [yellow]{exc.code.name}[/] {exc.message}")
 
-    _step(7, "Planning: an engineer studies the restored network; Volt/VAR lowers demand in real time")
+    _step(8, "Planning: an engineer studies the restored network; Volt/VAR lowers demand in real time")
     engineer = stack.enter_context(DmsClient(address, ops["engineer"]))
     case = engineer.study.OpenStudy(study_pb.OpenStudyRequest(name="F2 repair: best open points meanwhile"))
     run = engineer.study.RunStudy(study_pb.RunStudyRequest(id=case.id, kind=study_pb.RUN_KIND_RECONFIGURATION,
@@ -493,7 +516,7 @@ def _run(folder: Path, report: Path, pause: float, stack: contextlib.ExitStack) 
         console.print(_meters_table(operator))
     time.sleep(pause)
 
-    _step(8, "Export the reconfiguration to GIS / energy accounting as a CIM difference")
+    _step(9, "Export the reconfiguration to GIS / energy accounting as a CIM difference")
     after = {s.name: s.closed for s in colouring.switches}
     before = {s.name: not s.open for s in model.switches}
     reconfig = analyse_reconfiguration(model, before, after, _now_local(), operator="operator",
@@ -503,7 +526,7 @@ def _run(folder: Path, report: Path, pause: float, stack: contextlib.ExitStack) 
     console.print(reconfig.table())
     console.print(f"CIM difference written to {diff_path}")
 
-    _step(9, "Summary")
+    _step(10, "Summary")
     stats = sim.stats()
     sent: dict[str, int] = {}
     for r in stats.rtus.values():
@@ -520,6 +543,129 @@ def _run(folder: Path, report: Path, pause: float, stack: contextlib.ExitStack) 
     console.print("Figures: " + ", ".join(str(p) for p in pngs))
     console.print("[green]Demo complete.[/] Stopping the server and the simulated field devices.")
     return 0
+
+
+def _oms_step(client: DmsClient, sim: RtuSimulator, ami: AmiHeadEndService, model: NetworkModel, summary: _Summary,
+              pause: float) -> None:
+    """One unplanned outage from the blown fuse to the indices, all through the OMS's gRPC services."""
+    _step(6, f"Outage management: the fuse {FUSE} blows (not telemetered): smart meters' last gasps, meter pings, a "
+             "crew, restoration, the record and the reliability indices")
+    oms = client.oms
+    sw = next(s for s in model.switches if s.name == FUSE)
+    bus = model.buses[sw.from_bus]
+    now = now_ms()
+    for cid, name, dx, skill in (("UG-1", "cable jointers", 0.012, "underground"),
+                                 ("OH-1", "line crew", -0.008, "overhead"), ("SS-1", "substation team", 0.02,
+                                                                            "substation")):
+        oms.AddCrew(oms_pb.Crew(id=cid, name=name, x=bus.x + dx, y=bus.y + 0.004, shift_start_ms=now - 3_600_000,
+                                shift_end_ms=now + 8 * 3_600_000, skills=[skill]))
+    assert sim.physics is not None
+    t_fault = now_ms()
+    sim.physics.set_switch(FUSE, False)
+    sim.solve_now()
+    console.print(f"simulator: {FUSE} blew at {format_time(t_fault)}; the meters behind it lose supply (last gasps "
+                  f"come {AMI_OPTIONS.last_gasp_delay_s * AMI_OPTIONS.time_scale:.0f} s later at this demo's time "
+                  "scale; some meters never report)")
+
+    def active() -> Any:
+        return next((o for o in oms.ListOutages(oms_pb.ListOutagesRequest(active_only=True)).outages
+                     if o.device == FUSE), None)
+
+    outage = _wait(active, 30, f"the OMS to predict the outage at {FUSE}")
+    t_predicted = now_ms()
+    console.print(f"OMS: outage {outage.id} predicted at {outage.device} ({outage.device_kind}) from {outage.pons} "
+                  f"last gasps: {outage.customers_affected} customers (the EndDeviceEvents came over gRPC from the "
+                  "head-end)")
+    outage = _wait(lambda: (o := active()) is not None and o.state == "confirmed" and o, 15,
+                   "the meter pings to confirm the outage")
+    console.print(f"OMS: {next(line for line in outage.timeline if 'ping' in line).split(' ', 2)[2]}")
+    console.print(f"operators' summary: {oms.OutageSummary(oms_pb.OutageSummaryRequest()).text}")
+    rid = outage.record_id
+    crew = _wait(lambda: (r := oms.GetRecord(oms_pb.RecordRequest(record_id=rid))).crew and r, 10,
+                 "a crew to be assigned")
+    customer = next(c.consumer_number for c in model.customers if c.load is not None
+                    and model.loads[c.load].bus in _downstream(model, FUSE))
+    status = oms.CustomerStatus(oms_pb.CustomerStatusRequest(customers=[customer])).customers[0]
+    console.print(f"crew {crew.crew} assigned (stage {crew.stage}); customer care for {customer}: {status.text}")
+    for stage in ("en_route", "on_site"):
+        oms.ReportCrewStatus(oms_pb.CrewStatusReport(crew_id=crew.crew, status=stage))
+        time.sleep(pause / 2)
+    oms.UpdateRecord(oms_pb.UpdateRecordRequest(record_id=rid, cause="fuse blown: DT bushing flashover",
+                                                note=f"crew {crew.crew}: fuse replaced after the bushing was cleaned"))
+    sim.physics.set_switch(FUSE, True)
+    sim.solve_now()
+    t_back = now_ms()
+    _wait(lambda: (o := next((o for o in oms.ListOutages(oms_pb.ListOutagesRequest()).outages if o.id == outage.id),
+                             None)) is not None and o.state == "restored" and o.customers_off == 0, 30,
+          "the restoration notifications (PRNs) and the checking pings to give every customer back")
+    oms.ReportCrewStatus(oms_pb.CrewStatusReport(crew_id=crew.crew, status="available"))
+    rec = _wait(lambda: (r := oms.GetRecord(oms_pb.RecordRequest(record_id=rid))).status == "closed" and r, 10,
+                "the record to close on the crew's report")
+    table = Table(title=f"Outage record {rec.id} ({rec.source}, {rec.device}): its timeline", title_justify="left")
+    table.add_column("time (UTC)")
+    table.add_column("entry")
+    # the OMS's evidence entries and the lifecycle log interleaved by time, the fault as the simulator placed it
+    lines = sorted([f"{format_time_ms(t_fault)} fault: {FUSE} blew (simulator)", *rec.notes],
+                   key=lambda line: line.split(" ", 1)[0])  # stable: evidence before the log at one time
+    for line in lines:
+        when, _, text = line.partition(" ")
+        table.add_row(when.replace("T", " ").removesuffix("Z"), text)
+    console.print(table)
+    steps = ", ".join(f"{s.customers} at {format_time(s.time_ms)}" for s in rec.steps)
+    console.print(f"cause: {rec.cause}; restoration steps: {steps}; closed {format_time(rec.closed_ms)}")
+    summary.add("OMS: fuse blown -> outage predicted from live last gasps (demo time scale 0.1)",
+                f"{(t_predicted - t_fault) / 1000:.1f} s")
+    summary.add("OMS: supply back -> record restored", f"{(rec.steps[-1].time_ms - t_back) / 1000:.1f} s"
+                if rec.steps else "-")
+    start = now_ms() - 3_600_000
+    idx = client.reliability.Indices(rel_pb.IndicesRequest(start_ms=start, end_ms=now_ms() + 60_000))
+    i = idx.indices
+    table = Table(title="IEEE 1366 indices of the last hour, from the outage records (unplanned)",
+                  title_justify="left")
+    for col in ("records", "customers served", "SAIFI", "SAIDI min", "CAIDI min", "MAIFIe", "ASAI"):
+        table.add_column(col, justify="right")
+    table.add_row(str(idx.records_total), str(i.customers_served), f"{i.saifi:.5f}", f"{i.saidi_min:.4f}",
+                  f"{i.caidi_min:.2f}" if i.saifi else "-", f"{i.maifie:.4f}", f"{i.asai:.7f}")
+    console.print(table)
+    if not i.saifi:
+        console.print(f"every interruption of this demo lasted seconds, under the {idx.momentary_threshold_s / 60:.0f}-"
+                      "minute momentary threshold: they count in MAIFIe, not in SAIFI and SAIDI (FLISR's faulted "
+                      "section counts once its record is closed after the repair)")
+    records = oms.ListRecords(oms_pb.ListRecordsRequest(since_ms=start)).records
+    table = Table(title="Outage records since the demo began (FLISR and the OMS saw the F2 trip: one record)",
+                  title_justify="left")
+    for col in ("id", "source", "device", "status", "stage", "customers", "merged into"):
+        table.add_column(col)
+    for r in sorted(records, key=lambda r: r.id):
+        table.add_row(str(r.id), r.source, r.device, r.status, r.stage, str(r.customers_interrupted),
+                      str(r.merged_into or ""))
+    console.print(table)
+    summary.add("IEEE 1366 over the last hour: SAIFI / SAIDI / MAIFIe", f"{i.saifi:.4f} / {i.saidi_min:.3f} min / "
+                f"{i.maifie:.4f}")
+    plan = client.planned.Schedule(pl_pb.ScheduleRequest(
+        title="F5 RMU04 annual maintenance", reason="ring main unit maintenance", switches=["F5-RMU04-LBS2"],
+        origin=pl_pb.PLANNED_ORIGIN_ASSET_MANAGEMENT, start_ms=now_ms() + 86_400_000,
+        end_ms=now_ms() + 86_400_000 + 4 * 3_600_000))
+    notes = client.planned.Notifications(pl_pb.NotificationsRequest(since_seq=0)).notifications
+    console.print(f"planned outage {plan.ref} scheduled for tomorrow: {plan.customer_count} customers on "
+                  f"{plan.feeder}, {len(notes)} notifications in the customer-care feed")
+    stats = ami.stats()
+    console.print(f"AMI head-end: {stats.events_sent} meter events in {stats.sent} EndDeviceEvents messages over gRPC")
+    time.sleep(pause)
+
+
+def _downstream(model: NetworkModel, switch: str) -> set[int]:
+    """Buses fed through ``switch`` (radial: the side away from the source)."""
+    sw = next(s for s in model.switches if s.name == switch)
+    g = nx.Graph()
+    g.add_edges_from((line.from_bus, line.to_bus) for line in model.lines)
+    g.add_edges_from((s.from_bus, s.to_bus) for s in model.switches if s.name != switch and not s.normal_open)
+    for t in model.transformers:
+        buses = [w.bus for w in t.windings]
+        g.add_edges_from(zip(buses, buses[1:], strict=False))
+    src = {s.bus for s in model.sources}
+    side = nx.node_connected_component(g, sw.to_bus) if sw.to_bus in g else {sw.to_bus}
+    return side if not side & src else set(nx.node_connected_component(g, sw.from_bus))
 
 
 def _now_local() -> Any:

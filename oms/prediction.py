@@ -57,6 +57,7 @@ __all__ = [
 ]
 
 _NEVER = np.iinfo(np.int64).max
+_FOLLOW_COALESCE_MS = 60_000  # straggler restorations within this of the last step extend it
 
 
 class Outcome(StrEnum):
@@ -205,6 +206,7 @@ class _Record:  # mutable working copy of a Prediction
     gone: tuple[str, str, str] = ()  # (device, kind, feeder) while its device is not in the tree (rebase)
     timeline: list[TimelineEntry] = field(default_factory=list)
     waiting: list[str] = field(default_factory=list)  # restored partially: lone meters still off (by meter number)
+    follow_back: int = 0  # customers in the last straggler step (coalesced while notices trickle in)
 
     def log(self, time_ms: int, note: str) -> None:
         self.timeline.append(TimelineEntry(int(time_ms), self.state.value, int(self.customers_off), note))
@@ -793,8 +795,14 @@ class OutagePredictor:
                 at = min(max(int(self._on_ms[back].max()), rec.timeline[-1].time_ms if rec.timeline else
                              rec.first_ms), now)
                 rec.customers_off = max(0, rec.customers_off - len(back))
-                rec.log(at, f"{len(back)} more customers back" + (f"; {rec.customers_off} still off below"
-                                                                  if rec.customers_off else ": all back"))
+                n = len(back)
+                last = rec.timeline[-1] if rec.timeline else None
+                if rec.follow_back and last is not None and at - last.time_ms <= _FOLLOW_COALESCE_MS:
+                    n += rec.follow_back  # notices trickling in: one step per minute, not one per message
+                    rec.timeline.pop()
+                rec.follow_back = n
+                rec.log(at, f"{n} more customers back" + (f"; {rec.customers_off} still off below"
+                                                          if rec.customers_off else ": all back"))
             rec.waiting = [c.meter_ids[m] for m in still]
             if not rec.waiting:
                 self._partial.remove(rec)

@@ -220,9 +220,10 @@ class OmsService:
         self._session = str(clock())  # prediction ids restart at P1 with every run: records are keyed per run
         self._record_source: dict[str, str] = {}  # outage id -> its record's source (fixed at opening)
         self._record_id: dict[str, int] = {}
-        self._seen: dict[str, int] = {}  # outage id -> timeline length last written
+        self._seen: dict[str, tuple[int, Any]] = {}  # outage id -> (timeline length, last entry) last written
         self._work: set[str] = set()  # outage ids with a work item on the board
         self._planned: dict[str, str] = {}  # prediction id -> the planned outage covering it
+        self._folded: set[str] = set()  # prediction ids whose record this service folded into an upstream one
         self._trip_cause: dict[str, str] = {}  # switch name -> how it opened, as seen by the OMS
         self._commanded_open: set[str] = set()  # switches opened by a control-centre command
         self._events: deque[tuple[float, int]] = deque()  # (monotonic s, events) of the last minute
@@ -321,14 +322,16 @@ class OmsService:
             predictions, slos = self.predictor.analyse(now)
             # merged ones last: their record folds into the upstream outage's, which must exist by then
             for p in sorted(predictions, key=lambda p: p.state is PredictionState.MERGED):
-                if self._seen.get(p.id) != len(p.timeline):
+                mark = (len(p.timeline), p.timeline[-1] if p.timeline else None)  # an entry may be extended
+                if self._seen.get(p.id) != mark:
                     self._write_record(p, now)
-                    self._seen[p.id] = len(p.timeline)
+                    self._seen[p.id] = mark
                     changed.append(p)
             for slo in slos:
-                if self._seen.get(slo.id) != len(slo.timeline):
+                mark = (len(slo.timeline), slo.timeline[-1] if slo.timeline else None)
+                if self._seen.get(slo.id) != mark:
                     self._write_slo_record(slo, now)
-                    self._seen[slo.id] = len(slo.timeline)
+                    self._seen[slo.id] = mark
                     changed.append(slo)
             self._apply_crew_stages()
             watches = list(self._watches)
@@ -669,7 +672,7 @@ class OmsService:
             status, restored_ms = OutageStatus.OPEN, -1
         else:
             status, restored_ms = OutageStatus.RESTORED, (last.time_ms if last else now)
-        notes = tuple(f"{_iso(e.time_ms)} {e.state}: {e.note}" for e in p.timeline)
+        notes = tuple(_entry(e) for e in p.timeline)
         stage = {PredictionState.PREDICTED: RecordStage.PREDICTED, PredictionState.CONFIRMED: RecordStage.CONFIRMED
                  }.get(p.state, RecordStage.RESTORED)
         first = p.id not in self._record_id
@@ -686,9 +689,15 @@ class OmsService:
                 status=status, notes=notes, cause=self._cause(p) if first else None,
                 steps=_steps(p.customers_affected, p.timeline))
             self._record_id[p.id] = rec.id
+            # folded into an upstream outage's record, or unfolded when it shows again after that one's restoration
+            # (a record the store merged with FLISR's record of the same trip stays merged)
             into = self._record_id.get(p.merged_into, 0) if p.state is PredictionState.MERGED else 0
-            if rec.merged_into != into:  # merged into an upstream outage, or active again after its restoration
+            if into and rec.merged_into != into:
                 rec = self.store.link(rec.id, into)
+                self._folded.add(p.id)
+            elif not into and p.id in self._folded:
+                rec = self.store.link(rec.id, 0)
+                self._folded.discard(p.id)
             if p.state is PredictionState.MERGED:  # the upstream outage's crew covers it; its record stays open
                 # (it may show again when the upstream one is restored)
                 if p.id in self._work and self._crew_stage(p.id) is not OutageStage.ON_SITE:
@@ -720,7 +729,7 @@ class OmsService:
                 tripped_device=slo.meter, customers_interrupted=1, customers_restored=0 if active else 1,
                 customers_still_off=1 if active else 0, started_ms=slo.first_event_ms, restored_ms=restored_ms,
                 status=OutageStatus.OPEN if active else OutageStatus.RESTORED,
-                notes=tuple(f"{_iso(e.time_ms)} {e.state}: {e.note}" for e in slo.timeline),
+                notes=tuple(_entry(e) for e in slo.timeline),
                 cause=f"single light out: meter {slo.meter} below {slo.dt}" if slo.id not in self._record_id else None,
                 steps=() if active else (RestorationStep(restored_ms, 1, "meter back on"),))
             self._record_id[slo.id] = rec.id
@@ -866,6 +875,12 @@ class OmsService:
         return f"{p.device_kind} {p.device} operated (predicted from {evidence})"
 def _iso(ms: int) -> str:
     return format_time_ms(ms)
+
+
+def _entry(e: TimelineEntry) -> str:
+    """A timeline entry as a record note: "<ISO time> <state>: <note>" (the state once)."""
+    note = e.note.removeprefix(f"{e.state}: ")
+    return f"{_iso(e.time_ms)} {e.state}: {note}"
 
 
 def _read_url(headend_url: str) -> str:

@@ -17,6 +17,10 @@ _STUBS = {
     "switching": ("dms.api.protos.switching_pb2_grpc", "SwitchingOrdersStub"),
     "se": ("dms.api.protos.se_pb2_grpc", "StateEstimationServiceStub"),
     "reconfig": ("dms.api.protos.reconfig_pb2_grpc", "ReconfigurationStub"),
+    "oms": ("dms.api.protos.oms_pb2_grpc", "OutageServiceStub"),
+    "planned": ("dms.api.protos.oms_planned_pb2_grpc", "PlannedOutagesStub"),
+    "reliability": ("dms.api.protos.oms_reliability_pb2_grpc", "ReliabilityStub"),
+    "billing": ("dms.api.protos.oms_billing_pb2_grpc", "BillingFeedStub"),
 }
 
 
