@@ -818,7 +818,7 @@ class OutagePredictor:
         restored = rec.customers_affected - still_off
         note = f"restored {restored} of {rec.customers_affected} customers"
         if still_off:
-            note += f"; {still_off} still off below (nested outage or single lights out)"
+            note += f"; {still_off} still off below (notices to come, a nested outage or single lights out)"
         # stamped with when supply came back, as the evidence says: SCADA saw the device close, else the meters'
         # own restoration stamps (median: robust to a skewed clock); the analysis time when neither is known
         closed = self._closed_at.get(c.devices[d].name, -1)
