@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from models.calculated_points import SE_SOURCE, CalculatedPoint, derive_state_estimate_points
 from models.errors import ConfigError, ModelError
@@ -40,9 +40,13 @@ from models.points import (
 )
 from models.protocols import DerivedAddress
 from models.protocols import dnp3 as dnp3_proto
+from models.protocols import iccp as iccp_proto
 from models.protocols import iec104 as iec104_proto
 from models.protocols import iec61850 as iec61850_proto
 from models.protocols import modbus as modbus_proto
+
+if TYPE_CHECKING:
+    from iccp.config import IccpConfig
 
 
 class Role(StrEnum):
@@ -58,6 +62,7 @@ class Protocol(StrEnum):
     MODBUS = "modbus"  # Modbus TCP
     IEC61850 = "iec61850"  # MMS client
     CALCULATED = "calculated"  # computed in the control centre (``[calculated]``): no adapter, no field address
+    ICCP = "iccp"  # a remote control centre of ``[[iccp.remotes]]`` (TASE.2 client); not declared in [[rtus]]
 
 
 #: The addressing rules of each field protocol (models/protocols/); CALCULATED has none.
@@ -66,6 +71,7 @@ PROTOCOL_MODULES: dict[Protocol, ModuleType] = {
     Protocol.DNP3: dnp3_proto,
     Protocol.MODBUS: modbus_proto,
     Protocol.IEC61850: iec61850_proto,
+    Protocol.ICCP: iccp_proto,
 }
 #: Range of the RTU's ``common_address`` per protocol: IEC 104 common address (ASDU address), DNP3 outstation link
 #: address, Modbus unit id; an IEC 61850 IED has none (its IED name is in ``iec61850.ied_name``).
@@ -74,6 +80,7 @@ COMMON_ADDRESS_RANGE: dict[Protocol, tuple[int, int]] = {
     Protocol.DNP3: dnp3_proto.LINK_ADDRESS_RANGE,
     Protocol.MODBUS: modbus_proto.UNIT_ID_RANGE,
     Protocol.IEC61850: (0, 65_535),
+    Protocol.ICCP: (0, 0),
 }
 
 
@@ -214,6 +221,7 @@ class StationConfig:
     frequency_hz: float = 50.0  # of the network model (``[network] frequency_hz``)
     calculated: tuple[CalculatedPoint, ...] = ()  # what each calculated point carries (``[calculated]``)
     oms: OmsConfig = OmsConfig()
+    iccp: IccpConfig | None = None  # ``[iccp]`` (iccp.config): TASE.2 identity, peers' bilateral tables, remotes
 
     def binding(self, point: PointDef) -> MeasurementBinding | None:
         return self.bindings[point.id] if point.id < len(self.bindings) else None
@@ -416,12 +424,20 @@ def parse_station_config(text: str, source: str = "<config>") -> StationConfig:
     network, frequency_hz = _network(table("network"), source)
     operators = _operators(top, source, loc)
     rtus = _rtus(top, source, loc)
+    iccp_table = table("iccp")
+    pending_iccp = None
+    if iccp_table.table:
+        from iccp.config import parse_iccp  # only stations with [iccp]; iccp.config reads it with this _Reader
+
+        pending_iccp = parse_iccp(iccp_table, {r.name for r in rtus})
+        rtus = rtus + pending_iccp.rtus
     points, sims = _points(top, source, loc, {r.name: r for r in rtus})
     bindings: tuple[MeasurementBinding | None, ...] = ()
     if any(r.equipment for r in rtus):
         points, sims, bindings = _derived_points(top, source, loc, network, rtus, points, sims)
     rtus, points, sims, bindings, calculated = _calculated_points(table("calculated"), network, rtus, points, sims,
                                                                   bindings)
+    iccp = pending_iccp.finish(points) if pending_iccp is not None else None
     top.finish()
     config = StationConfig(
         name=name,
@@ -439,6 +455,7 @@ def parse_station_config(text: str, source: str = "<config>") -> StationConfig:
         frequency_hz=frequency_hz,
         calculated=calculated,
         oms=oms,
+        iccp=iccp,
     )
     _check_scl_files(config, loc)
     return config
@@ -512,6 +529,8 @@ def _rtus(top: _Reader, source: str, loc: _Locator) -> tuple[RtuConfig, ...]:
         if protocol is Protocol.CALCULATED:
             raise r.fail("protocol", "calculated sources are made by the control centre: use the [calculated] "
                                      "table (e.g. state_estimate = true), not an RTU")
+        if protocol is Protocol.ICCP:
+            raise r.fail("protocol", "ICCP remote control centres are declared in [[iccp.remotes]], not as RTUs")
         addrs = r.get("addresses", list, required=True)
         if not 1 <= len(addrs) <= 2 or not all(isinstance(a, str) for a in addrs):
             raise r.fail("addresses", "must list one or two \"host:port\" strings (primary, backup)")
@@ -592,13 +611,15 @@ def _points(
             choices = ", ".join(sorted(t for t in allowed if t)) or "none (omit 'type')"
             raise r.fail("type", f"{type_id!r} does not fit a {kind.value} point on {rtu.protocol.value} "
                                  f"(expected {choices})")
-        named = rtu.protocol is Protocol.IEC61850
+        named = rtu.protocol in (Protocol.IEC61850, Protocol.ICCP)  # objects named by reference, not numbered
         address = r.get("address", int, 0 if kind is PointKind.COMMAND or named else ...)
         reference = r.get("reference", str, "" if kind is PointKind.COMMAND or not named else ...)
         if reference and not named:
-            raise r.fail("reference", f"object references are for iec61850 points; {rtu_name!r} speaks "
+            raise r.fail("reference", f"object references are for iec61850/iccp points; {rtu_name!r} speaks "
                                       f"{rtu.protocol.value} (use 'address')")
-        if reference and not iec61850_proto.REFERENCE_RE.fullmatch(reference):
+        if reference and rtu.protocol is Protocol.ICCP and not iccp_proto.REFERENCE_RE.fullmatch(reference):
+            raise r.fail("reference", f"{reference!r} is not a TASE.2 name such as \"FREQ_SYS\"")
+        if reference and rtu.protocol is Protocol.IEC61850 and not iec61850_proto.REFERENCE_RE.fullmatch(reference):
             raise r.fail("reference", f"{reference!r} is not an IEC 61850 reference such as \"LD0/XCBR1.Pos\"")
         control = _control(r, kind, rtu.protocol)
         if kind in (PointKind.SETPOINT, PointKind.COMMAND) and control is None:
@@ -750,6 +771,9 @@ def _control(r: _Reader, kind: PointKind, protocol: Protocol) -> ControlDef | No
     c = r.sub("control")
     if c is None:
         return None
+    if protocol is Protocol.ICCP:
+        raise r.fail("control", "points imported over ICCP cannot be commanded (device control of a remote "
+                                "centre is not offered)")
     named = protocol is Protocol.IEC61850
     ctype = c.enum("type", ControlType)
     if ctype not in CONTROL_TYPES[kind]:

@@ -13,6 +13,9 @@ at once, so the cost is a handful of numpy operations per change set, not a Pyth
 After a restart the first change of every point is stored (the compression state is not restored): that marks the
 restart in each series at the cost of one row per point.
 
+``backfill`` inserts historical samples as given (data recovered after a link outage, see ``iccp.recovery``),
+skipping any (point, time) that already has a sample, so a replay adds nothing.
+
 Samples live in one clustered table keyed by (point, time, seq), so a range read of one point is one index range.
 Purge deletes per point along that key, so it never scans the whole table.
 """
@@ -33,10 +36,16 @@ from scada.changes import CHANGE_DTYPE, ChangeSet
 from scada.errors import ScadaError, StorageError, UnknownPointError
 from scada.sqlite_store import SqliteStore
 
-__all__ = ["BUCKET_DTYPE", "SAMPLE_DTYPE", "HistorianError", "HistoryResult", "Historian"]
+__all__ = ["BACKFILL_DTYPE", "BUCKET_DTYPE", "SAMPLE_DTYPE", "HistorianError", "HistoryResult", "Historian"]
 
 #: One stored sample. ``time_ms`` is the source time if the field gave one, else the receive time.
 SAMPLE_DTYPE = np.dtype([("time_ms", "<i8"), ("value", "<f8"), ("quality", "<u2")])
+
+#: One historical sample to insert with ``Historian.backfill`` (e.g. recovered after a link outage).
+BACKFILL_DTYPE = np.dtype([("point", "<i4"), ("time_ms", "<i8"), ("value", "<f8"), ("quality", "<u2")])
+
+#: ``seq`` of backfilled rows: below every RTDB sequence (they start at 1), so it never collides with a live row.
+_BACKFILL_SEQ = 0
 
 #: One time bucket of a downsampled series. ``mean`` is the arithmetic mean of the samples in the bucket (not
 #: time-weighted); min/max/mean ignore NaN values; ``quality`` is the bitwise OR of the samples' quality (worst).
@@ -163,6 +172,41 @@ class Historian(SqliteStore):
             raise StorageError(f"{self.path}: cannot store {len(kept)} historian sample(s): {exc}") from exc
         self.stored_rows += len(kept)
         return len(kept)
+
+    def backfill(self, rows: np.ndarray) -> int:
+        """Insert historical samples (``BACKFILL_DTYPE``) as given, without compression; returns the number inserted.
+
+        Idempotent per (point, time): a row whose point already has a sample at that millisecond (live or backfilled)
+        is skipped, as is a repeat of a (point, time) within ``rows`` (the first wins), so replaying a recovery is
+        harmless. Rows are stored in (point, time) order in one transaction; points that are not historised are
+        skipped. The compression state is left alone: backfilled samples lie behind the live edge.
+        """
+        if rows.dtype != BACKFILL_DTYPE:
+            raise StorageError(f"{self.path}: backfill rows must have BACKFILL_DTYPE, not {rows.dtype}")
+        if not len(rows):
+            return 0
+        point = rows["point"]
+        bad = (point < 0) | (point >= len(self._points))
+        if bad.any():
+            raise UnknownPointError(f"{self.path}: backfill names point id {int(point[bad][0])}, not in the historian")
+        rows = rows[self._historised[point]]
+        rows = rows[np.lexsort((rows["time_ms"], rows["point"]))]  # stable: the first of equal keys stays first
+        params = zip(rows["point"].tolist(), rows["time_ms"].tolist(), rows["value"].tolist(),
+                     rows["quality"].tolist(), strict=True)
+        try:
+            c = self.conn()
+            before = c.total_changes
+            with c:
+                c.executemany(
+                    "INSERT INTO samples (point, time_ms, seq, value, quality) SELECT ?1, ?2, ?5, ?3, ?4 "
+                    "WHERE NOT EXISTS (SELECT 1 FROM samples WHERE point = ?1 AND time_ms = ?2)",
+                    ((p, t, v, q, _BACKFILL_SEQ) for p, t, v, q in params),
+                )
+            inserted = c.total_changes - before
+        except sqlite3.Error as exc:
+            raise StorageError(f"{self.path}: cannot backfill {len(rows)} historian sample(s): {exc}") from exc
+        self.stored_rows += inserted
+        return inserted
 
     def _select(self, rows: np.ndarray) -> np.ndarray:
         """Boolean mask of the rows to store; updates the compression state as if they were stored."""
