@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from models.config import StationConfig, load_station_config
 from models.samples import free_tcp_port, relocate_station_text, sample_network_station_path, sample_station_path
@@ -31,6 +34,66 @@ def sample_network_config(folder: Path) -> StationConfig:
     path.write_text(relocate_station_text(source.read_text(encoding="utf-8"), folder / "data", source.parent),
                     encoding="utf-8")
     return load_station_config(path)
+
+
+@contextlib.contextmanager
+def sample_centre(folder: Path, attach: Callable[[Any], tuple[Sequence[Any], Callable[[Any], list[str]]]]
+                  ) -> Iterator[tuple[Any, Any]]:
+    """A control centre on the sample network (no field adapters, gRPC on a free port) with application services:
+    ``attach(center)`` builds them and returns (services, gRPC registrar). Each service is started after the centre
+    (when it has ``start``) and stopped, or closed, before it, newest first. Yields (centre, gRPC channel)."""
+    import grpc
+
+    from scada.server import ControlCenter
+
+    center = ControlCenter(sample_network_config(folder), grpc_address="127.0.0.1:0", start_adapters=False)
+    services, registrar = attach(center)
+    center.add_grpc_registrar(registrar)
+    center.start()
+    started: list[Any] = []
+    channel = None
+    try:
+        for svc in services:
+            if hasattr(svc, "start"):
+                svc.start()
+            started.append(svc)
+        channel = grpc.insecure_channel(f"127.0.0.1:{center.grpc_port}")
+        yield center, channel
+    finally:
+        if channel is not None:
+            channel.close()
+        for svc in reversed(services):
+            (svc.stop if hasattr(svc, "stop") else svc.close)()
+        center.stop()
+
+
+@dataclass
+class OmsCentre:
+    center: Any
+    store: Any  # the OutageRecordStore
+    oms: Any  # the OmsService
+    stub: Any  # an OutageService stub on the centre's channel
+
+
+@contextlib.contextmanager
+def oms_centre(folder: Path, *, with_commands: bool = False, **oms_options: Any) -> Iterator[OmsCentre]:
+    """The sample centre with the live OMS and its OutageService (``oms_options`` go to OmsService)."""
+    from dms.api.protos import oms_pb2_grpc
+    from oms import api_servicer
+    from oms.outage_records import OutageRecordStore
+    from oms.service import OmsService
+
+    made: dict[str, Any] = {}
+
+    def attach(center: Any) -> tuple[list[Any], Callable[[Any], list[str]]]:
+        store = OutageRecordStore(center.data_dir / "outages.sqlite")
+        oms = OmsService(center.config, center.rtdb, center.topology, center.data_dir, store=store,
+                         commands=center.commands if with_commands else None, **oms_options)
+        made.update(store=store, oms=oms)
+        return [store, oms], lambda server: api_servicer.register(server, center.services, oms)
+
+    with sample_centre(folder, attach) as (center, channel):
+        yield OmsCentre(center, made["store"], made["oms"], oms_pb2_grpc.OutageServiceStub(channel))
 
 
 def wait_for(pred: Callable[[], object], timeout_s: float, what: str, period_s: float = 0.05) -> object:

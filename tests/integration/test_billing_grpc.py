@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
 import pytest
-from support import sample_network_config, wait_for
+from support import sample_centre, wait_for
 
 from dms.api.protos import oms_billing_pb2 as pb
 from dms.api.protos import oms_billing_pb2_grpc as pb_grpc
@@ -31,33 +33,25 @@ IST = timedelta(hours=5, minutes=30)
 H = 3_600_000
 
 
+@dataclass
 class _Server:
-    def __init__(self, tmp_path: Path) -> None:
-        config = sample_network_config(tmp_path)
-        assert config.network is not None
-        self.center = ControlCenter(config, grpc_address="127.0.0.1:0", start_adapters=False)
-        self.billing = BillingService(config, self.center.historian, config.network, self.center.data_dir, IST,
-                                      audit=self.center.audit)
-        self.center.add_grpc_registrar(
-            lambda server: billing_servicer.register(server, self.center.services, self.billing))
-        self.center.start()
-        self.billing.start()
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.center.grpc_port}")
-        self.stub = pb_grpc.BillingFeedStub(self.channel)
-
-    def close(self) -> None:
-        self.channel.close()
-        self.billing.stop()
-        self.center.stop()
+    center: Any
+    billing: BillingService
+    stub: Any
 
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[_Server]:
-    s = _Server(tmp_path)
-    try:
-        yield s
-    finally:
-        s.close()
+    made: list[BillingService] = []
+
+    def attach(center: ControlCenter) -> tuple[list[Any], Callable[[Any], list[str]]]:
+        assert center.config.network is not None
+        made.append(BillingService(center.config, center.historian, center.config.network, center.data_dir, IST,
+                                   audit=center.audit))
+        return made, lambda server: billing_servicer.register(server, center.services, made[0])
+
+    with sample_centre(tmp_path, attach) as (center, channel):
+        yield _Server(center, made[0], pb_grpc.BillingFeedStub(channel))
 
 
 def test_daily_energy_of_a_feeder_from_its_head_power_through_the_rtdb(server: _Server) -> None:

@@ -12,11 +12,9 @@ from typing import Any
 
 import grpc
 import pytest
-from support import sample_network_config
+from support import OmsCentre, oms_centre
 
 from dms.api.protos import oms_pb2 as pb
-from dms.api.protos import oms_pb2_grpc as pb_grpc
-from models.config import StationConfig
 from models.end_device_events import (
     EndDeviceEvent,
     EndDeviceEventCode,
@@ -26,10 +24,7 @@ from models.end_device_events import (
 from models.points import DoubleState, PointKind
 from models.timebase import now_ms
 from models.updates import Cause, UpdateBatch, new_update_rows
-from oms import api_servicer
 from oms.crews import Crew, CrewSkill, required_skill
-from oms.outage_records import OutageRecordStore
-from oms.service import OmsService
 from scada.server import ControlCenter
 
 OPERATOR = (("authorization", "Bearer operator-demo-token"),)
@@ -37,32 +32,10 @@ VIEWER = (("authorization", "Bearer viewer-demo-token"),)
 FUSE = "F1-RMU01-TEE"  # 24 customers behind one DT
 
 
-class _Server:
-    def __init__(self, config: StationConfig) -> None:
-        self.center = ControlCenter(config, grpc_address="127.0.0.1:0", start_adapters=False)
-        assert self.center.topology is not None
-        self.store = OutageRecordStore(self.center.data_dir / "outages.sqlite")
-        self.oms = OmsService(config, self.center.rtdb, self.center.topology, self.center.data_dir, store=self.store)
-        self.center.add_grpc_registrar(lambda server: api_servicer.register(server, self.center.services, self.oms))
-        self.center.start()
-        self.oms.start()
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.center.grpc_port}")
-        self.stub = pb_grpc.OutageServiceStub(self.channel)
-
-    def close(self) -> None:
-        self.channel.close()
-        self.oms.stop()
-        self.center.stop()
-        self.store.close()
-
-
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[_Server]:
-    s = _Server(sample_network_config(tmp_path))
-    try:
-        yield s
-    finally:
-        s.close()
+def server(tmp_path: Path) -> Iterator[OmsCentre]:
+    with oms_centre(tmp_path) as centre:
+        yield centre
 
 
 def _message(meters: list[str], code: EndDeviceEventCode, t_ms: int, tag: str) -> str:
@@ -86,7 +59,7 @@ def _active_at(stub: Any, device: str) -> pb.Outage | None:
     return next((o for o in reply.outages if o.device == device), None)
 
 
-def test_last_gasps_predict_the_fuse_and_restorations_restore_it(server: _Server) -> None:
+def test_last_gasps_predict_the_fuse_and_restorations_restore_it(server: OmsCentre) -> None:
     oms, stub = server.oms, server.stub
     meters = [m for m in oms.connectivity.meter_ids if FUSE in {d.name for d in oms.connectivity.chain(m)}]
     assert len(meters) == 24
@@ -150,7 +123,7 @@ def test_last_gasps_predict_the_fuse_and_restorations_restore_it(server: _Server
     assert back.known and not back.out and back.since_ms == -1
 
 
-def test_a_malformed_message_is_refused_by_field(server: _Server) -> None:
+def test_a_malformed_message_is_refused_by_field(server: OmsCentre) -> None:
     with pytest.raises(grpc.RpcError) as exc:
         server.stub.SubmitMeterEvents(pb.SubmitMeterEventsRequest(end_device_events_json='{"Header": {}}'),
                                       metadata=OPERATOR)
@@ -164,7 +137,7 @@ def _feed(center: ControlCenter, point: int, value: float, t_ms: int) -> None:
     assert center.rtdb.flush(5)
 
 
-def test_a_breaker_trip_in_the_rtdb_is_a_scada_outage_with_its_trip_time(server: _Server) -> None:
+def test_a_breaker_trip_in_the_rtdb_is_a_scada_outage_with_its_trip_time(server: OmsCentre) -> None:
     center, stub = server.center, server.stub
     assert center.topology is not None
     point = next(p for p in center.config.points if p.kind.is_status

@@ -15,19 +15,15 @@ from typing import Any
 
 import grpc
 import pytest
-from support import sample_network_config, wait_for
+from support import OmsCentre, oms_centre, wait_for
 
 from dms.api.protos import oms_pb2 as pb
-from dms.api.protos import oms_pb2_grpc as pb_grpc
 from models.end_device_events import EndDeviceEvent, EndDeviceEventCode, EndDeviceEvents, format_end_device_events
 from models.points import DoubleState, PointKind
 from models.timebase import now_ms
 from models.updates import Cause, UpdateBatch, new_update_rows
-from oms import api_servicer
 from oms.crews import required_skill
-from oms.outage_records import OutageRecordStore
 from oms.reliability import assess, interruptions_from_outage_records
-from oms.service import OmsService
 from scada.server import ControlCenter
 
 OPERATOR = (("authorization", "Bearer operator-demo-token"),)
@@ -36,34 +32,10 @@ FUSE = "F1-RMU01-TEE"  # 24 customers behind one DT
 MIN = 60_000
 
 
-class _Server:
-    def __init__(self, folder: Path) -> None:
-        config = sample_network_config(folder)
-        self.center = ControlCenter(config, grpc_address="127.0.0.1:0", start_adapters=False)
-        assert self.center.topology is not None
-        self.store = OutageRecordStore(self.center.data_dir / "outages.sqlite")
-        self.oms = OmsService(config, self.center.rtdb, self.center.topology, self.center.data_dir, store=self.store,
-                              commands=self.center.commands, period_s=0.2)
-        self.center.add_grpc_registrar(lambda server: api_servicer.register(server, self.center.services, self.oms))
-        self.center.start()
-        self.oms.start()
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.center.grpc_port}")
-        self.stub = pb_grpc.OutageServiceStub(self.channel)
-
-    def close(self) -> None:
-        self.channel.close()
-        self.oms.stop()
-        self.center.stop()
-        self.store.close()
-
-
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[_Server]:
-    s = _Server(tmp_path)
-    try:
-        yield s
-    finally:
-        s.close()
+def server(tmp_path: Path) -> Iterator[OmsCentre]:
+    with oms_centre(tmp_path, with_commands=True, period_s=0.2) as centre:
+        yield centre
 
 
 def _send(stub: Any, meters: list[str], code: EndDeviceEventCode, t_ms: int, tag: str) -> pb.IngestReply:
@@ -81,7 +53,7 @@ def _stage(stub: Any, record_id: int, stage: str) -> pb.OutageRecord | None:
     return r if r.stage == stage else None
 
 
-def test_one_outage_from_last_gasp_to_indices(server: _Server) -> None:
+def test_one_outage_from_last_gasp_to_indices(server: OmsCentre) -> None:
     oms, stub = server.oms, server.stub
     meters = [m for m in oms.connectivity.meter_ids if FUSE in {d.name for d in oms.connectivity.chain(m)}]
     seen: list[pb.Outage] = []
@@ -183,7 +155,7 @@ def _feed(center: ControlCenter, point: int, value: float, t_ms: int, cause: Cau
     assert center.rtdb.flush(5)
 
 
-def test_a_breaker_opened_by_command_is_switching_not_a_trip(server: _Server) -> None:
+def test_a_breaker_opened_by_command_is_switching_not_a_trip(server: OmsCentre) -> None:
     center, stub = server.center, server.stub
     assert center.topology is not None
     point = next(p for p in center.config.points if p.kind.is_status
@@ -201,7 +173,7 @@ def test_a_breaker_opened_by_command_is_switching_not_a_trip(server: _Server) ->
     assert "by a control-centre command" in rec.cause and rec.stage == "confirmed"
 
 
-def test_a_storm_of_last_gasps_is_one_outage_and_storm_mode(server: _Server) -> None:
+def test_a_storm_of_last_gasps_is_one_outage_and_storm_mode(server: OmsCentre) -> None:
     oms, stub = server.oms, server.stub
     meters = list(oms.connectivity.meter_ids)  # every meter of the sample network: both grid supplies are lost
     t0 = now_ms()
@@ -220,7 +192,7 @@ def test_a_storm_of_last_gasps_is_one_outage_and_storm_mode(server: _Server) -> 
     assert took_s < 10
 
 
-def test_a_nested_outage_is_restored_in_two_steps_and_counted_once(server: _Server) -> None:
+def test_a_nested_outage_is_restored_in_two_steps_and_counted_once(server: OmsCentre) -> None:
     """A fuse blows on F1 (its meters report), then F1-CB trips: the fuse's outage folds into the breaker's. The
     breaker closes: the breaker's record gives back everyone but the fuse's customers (step one), the fuse's outage
     shows again with its own record from its own start; the crew replaces the fuse (step two). The indices count

@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
-from support import sample_network_config
+from support import sample_centre
 
 from dms.api.protos import oms_reliability_pb2 as pb
 from dms.api.protos import oms_reliability_pb2_grpc as pb_grpc
@@ -32,34 +34,26 @@ def _ms(day: date, hh: int, mm: int = 0) -> int:
     return int((local - OFFSET).replace(tzinfo=UTC).timestamp() * 1000)
 
 
+@dataclass
 class _Server:
-    def __init__(self, tmp_path: Path) -> None:
-        config = sample_network_config(tmp_path)
-        self.center = ControlCenter(config, grpc_address="127.0.0.1:0", start_adapters=False)
-        assert self.center.topology is not None
-        self.store = OutageRecordStore(self.center.data_dir / "outages.sqlite")
-        self.rel = ReliabilityService(self.store, self.center.topology.model, self.center.data_dir, utc_offset=OFFSET)
-        self.center.add_grpc_registrar(
-            lambda server: reliability_servicer.register(server, self.center.services, self.rel))
-        self.center.start()
-        self.rel.start()
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.center.grpc_port}")
-        self.stub = pb_grpc.ReliabilityStub(self.channel)
-
-    def close(self) -> None:
-        self.channel.close()
-        self.rel.stop()
-        self.center.stop()
-        self.store.close()
+    center: Any
+    store: OutageRecordStore
+    rel: ReliabilityService
+    stub: Any
 
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[_Server]:
-    s = _Server(tmp_path)
-    try:
-        yield s
-    finally:
-        s.close()
+    made: list[Any] = []
+
+    def attach(center: ControlCenter) -> tuple[list[Any], Callable[[Any], list[str]]]:
+        assert center.topology is not None
+        store = OutageRecordStore(center.data_dir / "outages.sqlite")
+        made.extend([store, ReliabilityService(store, center.topology.model, center.data_dir, utc_offset=OFFSET)])
+        return made, lambda server: reliability_servicer.register(server, center.services, made[1])
+
+    with sample_centre(tmp_path, attach) as (center, channel):
+        yield _Server(center, made[0], made[1], pb_grpc.ReliabilityStub(channel))
 
 
 def test_indices_and_daily_report_over_grpc(server: _Server) -> None:
