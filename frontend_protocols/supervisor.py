@@ -29,6 +29,7 @@ ADAPTER_ENTRIES = {
     "dnp3": "frontend_protocols.dnp3.master:run_adapter",
     "modbus": "frontend_protocols.modbus.master:run_adapter",
     "iec61850": "frontend_protocols.iec61850.master:run_adapter",
+    "iccp": "iccp.adapter:run_adapter",  # TASE.2 client of the [[iccp.remotes]] centres
 }
 
 

@@ -84,7 +84,9 @@ class RtuSimulator:
         measurements then keep their static profile)."""
         if tick_s <= 0:
             raise SimulatorError(f"tick_s must be > 0, got {tick_s}")
-        names = [r.name for r in config.rtus if r.protocol is not Protocol.CALCULATED] if rtus is None else list(rtus)
+        # Calculated sources have no field device; ICCP remote centres are simulated by iccp/sim (dscada iccp-sim).
+        names = ([r.name for r in config.rtus if r.protocol not in (Protocol.CALCULATED, Protocol.ICCP)]
+                 if rtus is None else list(rtus))
         if not names:
             raise SimulatorError(f"{config.source_path}: no RTU to simulate")
         known = {r.name for r in config.rtus}
@@ -96,6 +98,10 @@ class RtuSimulator:
         if calculated:
             raise SimulatorError(f"{config.source_path}: {', '.join(map(repr, calculated))} is calculated in the "
                                  "control centre, there is no field device to simulate")
+        remote = [n for n in names if config.rtu(n).protocol is Protocol.ICCP]
+        if remote:
+            raise SimulatorError(f"{config.source_path}: {', '.join(map(repr, remote))} is an ICCP remote control "
+                                 "centre: simulate it with `dscada iccp-sim`")
         self.config = config
         self.seed = seed
         self.tick_s = tick_s

@@ -63,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="IEEE 1366 indices: 'dscada reliability OUTAGES.csv --customers N [--history CSV] [--json]'")
     sub.add_parser("oms", add_help=False, help="outage management tools: 'dscada oms replay EVENTS.csv --model FILE'")
     sub.add_parser("voltvar", add_help=False, help="Volt/VAR proposal: 'dscada voltvar FILE [--json]'")
+    sub.add_parser("iccp-sim", add_help=False,
+                   help="transmission-SCADA simulator over ICCP/TASE.2: 'dscada iccp-sim --config STATION.toml'")
 
     p = sub.add_parser("demo", help="end-to-end demonstration on the embedded sample network")
     p.add_argument("--data-dir", help="keep the demo's databases here (default: a temporary folder)")
@@ -74,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         "rtu-sim": "rtu_sim.cli", "model": "models.model_cli", "powerflow": "models.powerflow_cli",
         "se": "dms.se.cli", "flisr": "dms.flisr.cli", "reconfigure": "dms.reconfig.cli", "voltvar": "dms.voltvar.cli",
         "client": "scada.client_cli", "reliability": "oms.reliability_cli", "oms": "oms.cli",
+        "iccp-sim": "iccp.sim.cli",
     }
     if argv and argv[0] in programs:
         import importlib

@@ -1,0 +1,290 @@
+"""TASE.2 device control (Block 5) for our server: the :class:`DeviceControl` interface the server calls, the
+select/tag bookkeeping every implementation shares, and two implementations:
+
+* :class:`CommandServiceDevices` maps devices onto the SCADA command path (``scada.commands.CommandService``): roles,
+  tags, interlocks, link state, select-before-operate with the field and the audit log, all as the peer's operator
+  (``BilateralTable.operator``, an operator of the station config);
+* :class:`CallbackDevices` hands operations to a function (the transmission simulator operates its breakers).
+
+Select-before-operate: reading ``<Device>_SBO`` selects the device for this peer and returns a CheckBackID
+(Integer16, increasing); writing ``<Device>`` operates it within ``select_timeout_s`` of the select (one operate per
+select). A device with ``sbo = false`` is operated directly. ``<Device>_TAG`` read gives the peer's tag with the
+``armed`` bit set while the device is selected (a blocking SCADA tag on the point reads as open-and-close inhibit);
+writing it sets the peer's tag: OPEN_AND_CLOSE_INHIBIT refuses every operate, CLOSE_ONLY_INHIBIT refuses a close
+(command 1). Refusals raise :class:`DeviceRefused` carrying the MMS data-access code the peer gets:
+
+==========================================  ==========================
+refusal                                     DataAccessError
+==========================================  ==========================
+not selected / selection expired, tagged,   object-access-denied (3)
+interlocked, role, unknown operator
+value the control cannot take               object-value-invalid (11)
+link down, busy, adapter down, time-out     temporarily-unavailable (2)
+negative answer of the field                hardware-fault (1)
+==========================================  ==========================
+
+The command service blocks for the field round trip (up to the control's ``timeout_s``); the server calls device
+control on its loop, so an operation holds the other associations for that time (see ``iccp.tase2.server``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from iccp.mms.codec import DataAccessCode
+from iccp.tase2.bilateral import BilateralDevice, BilateralTable
+from iccp.tase2.model import ControlKind, TagClass, TagValue, Tase2Error
+from models.points import ControlType, DoubleState, PointDef
+
+__all__ = [
+    "CallbackDevices",
+    "CommandServiceDevices",
+    "DeviceControl",
+    "DeviceRefused",
+    "SelectBook",
+]
+
+log = logging.getLogger("iccp.tase2.devices")
+
+
+class DeviceRefused(Tase2Error):
+    """A device operation refused; ``code`` is what the peer's read or write gets."""
+
+    def __init__(self, code: DataAccessCode, message: str) -> None:
+        self.code = code
+        super().__init__(message)
+
+
+class DeviceControl(Protocol):
+    """What the TASE.2 server calls for ``<Device>_SBO`` reads, ``<Device>`` writes and ``<Device>_TAG``."""
+
+    def select(self, table: BilateralTable, device: BilateralDevice) -> int:
+        """Select for ``table``'s peer; the CheckBackID."""
+        ...
+
+    def operate(self, table: BilateralTable, device: BilateralDevice, value: float) -> None:
+        ...
+
+    def tag(self, table: BilateralTable, device: BilateralDevice) -> TagValue:
+        ...
+
+    def set_tag(self, table: BilateralTable, device: BilateralDevice, tag: TagValue) -> None:
+        ...
+
+
+@dataclass(slots=True)
+class _Selection:
+    peer: str
+    check_back_id: int
+    expires_mono: float
+
+
+class SelectBook:
+    """Selections and peer tags per device (thread-safe); the shared half of every implementation."""
+
+    def __init__(self, select_timeout_s: float = 30.0) -> None:
+        self.select_timeout_s = select_timeout_s
+        self._selections: dict[str, _Selection] = {}
+        self._tags: dict[str, TagValue] = {}
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def key(table: BilateralTable, device: BilateralDevice) -> str:
+        return f"{table.domain}/{device.device.name}"
+
+    def check_tag(self, table: BilateralTable, device: BilateralDevice, value: float) -> None:
+        tag = self._tags.get(self.key(table, device))
+        if tag is None:
+            return
+        closing = device.device.kind is ControlKind.COMMAND and value == 1
+        if tag.tag is TagClass.OPEN_AND_CLOSE_INHIBIT or (tag.tag is TagClass.CLOSE_ONLY_INHIBIT and closing):
+            raise DeviceRefused(DataAccessCode.OBJECT_ACCESS_DENIED,
+                                f"device {device.device.name!r}: tagged {tag.tag.name} ({tag.reason or 'no reason'})")
+
+    def select(self, table: BilateralTable, device: BilateralDevice) -> int:
+        self.check_tag(table, device, -1)
+        key = self.key(table, device)
+        now = time.monotonic()
+        with self._lock:
+            sel = self._selections.get(key)
+            if sel is not None and sel.expires_mono > now and sel.peer != table.peer:
+                raise DeviceRefused(DataAccessCode.OBJECT_ACCESS_DENIED,
+                                    f"device {device.device.name!r} is selected by {sel.peer}")
+            cbid = next(self._ids) % 32768
+            self._selections[key] = _Selection(table.peer, cbid, now + self.select_timeout_s)
+        return cbid
+
+    def take_selection(self, table: BilateralTable, device: BilateralDevice) -> None:
+        """Check and consume the selection before an operate (devices without SBO need none)."""
+        if not device.device.sbo:
+            return
+        key = self.key(table, device)
+        with self._lock:
+            sel = self._selections.pop(key, None)
+        if sel is None or sel.expires_mono <= time.monotonic() or sel.peer != table.peer:
+            raise DeviceRefused(DataAccessCode.OBJECT_ACCESS_DENIED,
+                                f"device {device.device.name!r}: operate without a valid select (read "
+                                f"{device.device.sbo_name} first; a selection lasts {self.select_timeout_s:g} s)")
+
+    def selected(self, table: BilateralTable, device: BilateralDevice) -> bool:
+        sel = self._selections.get(self.key(table, device))
+        return sel is not None and sel.expires_mono > time.monotonic()
+
+    def tag(self, table: BilateralTable, device: BilateralDevice) -> TagValue:
+        tag = self._tags.get(self.key(table, device), TagValue())
+        return TagValue(tag.tag, self.selected(table, device), tag.reason)
+
+    def set_tag(self, table: BilateralTable, device: BilateralDevice, tag: TagValue) -> None:
+        if tag.tag is TagClass.INVALID:
+            raise DeviceRefused(DataAccessCode.OBJECT_VALUE_INVALID,
+                                f"device {device.device.name!r}: tag class INVALID cannot be set")
+        with self._lock:
+            self._tags[self.key(table, device)] = TagValue(tag.tag, False, tag.reason)
+        log.info("device %s: peer %s set tag %s (%s)", device.device.name, table.peer, tag.tag.name, tag.reason)
+
+
+class CallbackDevices:
+    """Device control by a function ``operate(device, value) -> None or a refusal sentence``."""
+
+    def __init__(self, operate: Callable[[BilateralDevice, float], str | None], *,
+                 select_timeout_s: float = 30.0) -> None:
+        self._operate = operate
+        self.book = SelectBook(select_timeout_s)
+        self.operations: list[tuple[str, str, float]] = []  # (peer, device, value)
+
+    def select(self, table: BilateralTable, device: BilateralDevice) -> int:
+        return self.book.select(table, device)
+
+    def operate(self, table: BilateralTable, device: BilateralDevice, value: float) -> None:
+        self.book.check_tag(table, device, value)
+        self.book.take_selection(table, device)
+        why = self._operate(device, value)
+        if why:
+            raise DeviceRefused(DataAccessCode.HARDWARE_FAULT, f"device {device.device.name!r}: {why}")
+        self.operations.append((table.peer, device.device.name, value))
+
+    def tag(self, table: BilateralTable, device: BilateralDevice) -> TagValue:
+        return self.book.tag(table, device)
+
+    def set_tag(self, table: BilateralTable, device: BilateralDevice, tag: TagValue) -> None:
+        self.book.set_tag(table, device, tag)
+
+
+_REFUSAL_CODES = {
+    "not_authorised": DataAccessCode.OBJECT_ACCESS_DENIED,
+    "tagged": DataAccessCode.OBJECT_ACCESS_DENIED,
+    "interlocked": DataAccessCode.OBJECT_ACCESS_DENIED,
+    "not_selected": DataAccessCode.OBJECT_ACCESS_DENIED,
+    "selected_by_other": DataAccessCode.OBJECT_ACCESS_DENIED,
+    "not_controllable": DataAccessCode.OBJECT_ACCESS_DENIED,
+    "unknown_point": DataAccessCode.OBJECT_NON_EXISTENT,
+    "invalid_value": DataAccessCode.OBJECT_VALUE_INVALID,
+    "link_down": DataAccessCode.TEMPORARILY_UNAVAILABLE,
+    "busy": DataAccessCode.TEMPORARILY_UNAVAILABLE,
+}
+_TRANSIENT_STATUS = {"timeout", "link_down", "adapter_down"}
+
+
+class CommandServiceDevices:
+    """Device control over ``scada.commands.CommandService``. ``operators``: the station's operators (the peer's
+    ``operator`` must be one of them); ``tags``: the SCADA tag checker (a blocking tag reads as inhibit)."""
+
+    def __init__(self, commands: Any, points: Iterable[PointDef], operators: Iterable[Any], *,
+                 tags: Any | None = None, audit: Any | None = None, select_timeout_s: float = 30.0) -> None:
+        self._commands = commands
+        self._points: Mapping[str, PointDef] = {p.name: p for p in points}
+        self._operators = {o.name: o for o in operators}
+        self._tags = tags
+        self._audit = audit
+        self.book = SelectBook(select_timeout_s)
+
+    def _resolve(self, table: BilateralTable, device: BilateralDevice) -> tuple[PointDef, Any]:
+        p = self._points.get(device.point)
+        if p is None or p.control is None:
+            raise DeviceRefused(DataAccessCode.OBJECT_NON_EXISTENT,
+                                f"device {device.device.name!r}: point {device.point!r} is not a controllable point")
+        op = self._operators.get(table.operator)
+        if op is None:
+            raise DeviceRefused(DataAccessCode.OBJECT_ACCESS_DENIED,
+                                f"peer {table.peer!r}: operator {table.operator!r} is not a configured operator")
+        return p, op
+
+    def _record(self, op: Any, p: PointDef, action: str, value: float, outcome: str, reason: str,
+                detail: str) -> None:
+        if self._audit is not None:
+            self._audit.record(operator=op.name, role=op.role.value, point=p.id, point_name=p.name, action=action,
+                               value=float(value), outcome=outcome, reason=reason, detail=detail)
+
+    def select(self, table: BilateralTable, device: BilateralDevice) -> int:
+        p, op = self._resolve(table, device)
+        from scada.auth import Permission, allowed
+
+        if not allowed(op.role, Permission.CONTROL):
+            self._record(op, p, "tase2_select", -1, "refused", "not_authorised", f"peer {table.peer}")
+            raise DeviceRefused(DataAccessCode.OBJECT_ACCESS_DENIED,
+                                f"operator {op.name} (role {op.role.value}) may not control {p.name!r}")
+        try:
+            cbid = self.book.select(table, device)
+        except DeviceRefused as exc:
+            self._record(op, p, "tase2_select", -1, "refused", "tagged", str(exc))
+            raise
+        self._record(op, p, "tase2_select", -1, "selected", "", f"peer {table.peer}, CheckBackID {cbid}")
+        return cbid
+
+    def operate(self, table: BilateralTable, device: BilateralDevice, value: float) -> None:
+        from scada.errors import CommandRefused
+
+        p, op = self._resolve(table, device)
+        try:
+            self.book.check_tag(table, device, value)
+            self.book.take_selection(table, device)
+        except DeviceRefused as exc:
+            self._record(op, p, "tase2_operate", value, "refused", "not_selected", str(exc))
+            raise
+        v = _control_value(p, device, value)
+        assert p.control is not None
+        try:
+            if p.control.mode.selects:
+                outcome = self._commands.select(p.id, v, op)
+                if outcome.status.value != "success":
+                    raise _field_refusal(device, outcome)
+            outcome = self._commands.operate(p.id, v, op)
+        except CommandRefused as exc:
+            raise DeviceRefused(_REFUSAL_CODES.get(str(exc.reason), DataAccessCode.OBJECT_ACCESS_DENIED),
+                                f"device {device.device.name!r}: {exc}") from None
+        if outcome.status.value != "success":
+            raise _field_refusal(device, outcome)
+
+    def tag(self, table: BilateralTable, device: BilateralDevice) -> TagValue:
+        tag = self.book.tag(table, device)
+        p = self._points.get(device.point)
+        if self._tags is not None and p is not None and tag.tag is TagClass.NONE:
+            blocking = self._tags.blocking(p)
+            if blocking:
+                reason = str(getattr(blocking[0], "reason", ""))[:255]
+                return TagValue(TagClass.OPEN_AND_CLOSE_INHIBIT, tag.armed, reason)
+        return tag
+
+    def set_tag(self, table: BilateralTable, device: BilateralDevice, tag: TagValue) -> None:
+        self.book.set_tag(table, device, tag)
+
+
+def _control_value(p: PointDef, device: BilateralDevice, value: float) -> float:
+    """TASE.2 command 0 (OFF/TRIP/OPEN) / 1 (ON/CLOSE) -> the SCADA control value of the point."""
+    assert p.control is not None
+    if device.device.kind is ControlKind.COMMAND and p.control.type is ControlType.DOUBLE:
+        return float(DoubleState.ON if value == 1 else DoubleState.OFF)
+    return float(value)
+
+
+def _field_refusal(device: BilateralDevice, outcome: Any) -> DeviceRefused:
+    status = outcome.status.value
+    code = DataAccessCode.TEMPORARILY_UNAVAILABLE if status in _TRANSIENT_STATUS else DataAccessCode.HARDWARE_FAULT
+    return DeviceRefused(code, f"device {device.device.name!r}: field answered {status} {outcome.field_detail}".strip())
