@@ -36,12 +36,14 @@ to; the bilateral tables refer to points): :func:`parse_iccp` before the points 
     interval_s = 10                    # transfer-set settings requested from the remote
     integrity_s = 300
     buffer_time_s = 1
+    dr_directory = "dr/tso"            # optional: the remote's DR snapshot files, to backfill link outages
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from iccp.errors import IccpError
@@ -97,6 +99,7 @@ class RemoteCentre:
     reconnect_backoff_max_s: float = 30.0
     flags_layout: FlagsLayout = FlagsLayout.MSB_FIRST
     state_encoding: StateEncoding = StateEncoding.IN_FLAGS
+    dr_directory: str | None = None  # the remote's DR snapshot files (absolute; None: no gap recovery)
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +158,17 @@ def _whole_s(r: Any, key: str, default: int, lo: int = 0) -> int:
     if not lo <= v <= 2**31 - 1:
         raise r.fail(key, f"must be a whole number of seconds >= {lo}, got {v}")
     return v
+
+
+def _directory(r: Any, key: str) -> str | None:
+    """An optional folder, relative to the configuration file's folder like the other paths of the station."""
+    text = r.get(key, str, None)
+    if text is None:
+        return None
+    if not text.strip():
+        raise r.fail(key, "must not be empty")
+    path = Path(text)
+    return str(path if path.is_absolute() else Path(r.path).resolve().parent / path)
 
 
 def tase2_name_of(point_name: str) -> str:
@@ -377,6 +391,7 @@ def parse_iccp(r: Any, rtu_names: set[str] | frozenset[str]) -> PendingIccp:
             reconnect_backoff_max_s=x.positive("reconnect_backoff_max_s", 30.0),
             flags_layout=x.enum("flags_layout", FlagsLayout, FlagsLayout.MSB_FIRST),
             state_encoding=x.enum("state_encoding", StateEncoding, StateEncoding.IN_FLAGS),
+            dr_directory=_directory(x, "dr_directory"),
         )
         x.finish()
         if remote.reconnect_backoff_max_s < remote.reconnect_backoff_s:

@@ -20,6 +20,11 @@ def _serve(args: argparse.Namespace) -> int:
     config = load_station_config(args.config or sample_station_path())
     center = ControlCenter(config, data_dir=args.data_dir, grpc_address=args.address)
     dms = DmsApplications(center)
+    iccp = None
+    if config.iccp is not None:
+        from iccp.service import IccpServices  # only stations with [iccp]; composed before start (link listener)
+
+        iccp = IccpServices.for_center(center)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -28,9 +33,16 @@ def _serve(args: argparse.Namespace) -> int:
     print(f"dscada: serving '{config.name}' ({len(config.points)} points, {len(config.rtus)} RTUs) "
           f"on {center.grpc_address.rsplit(':', 1)[0]}:{center.grpc_port}; data in {center.data_dir}", flush=True)
     try:
+        if iccp is not None:
+            iccp.start()  # inside the try: a refused listen address still stops the centre
+            if iccp.server is not None:
+                print(f"dscada: ICCP/TASE.2 server on port {iccp.port} for "
+                      f"{', '.join(t.peer for t in iccp.config.peers)}", flush=True)
         stop.wait()
     finally:
         print("dscada: stopping", flush=True)
+        if iccp is not None:
+            iccp.stop()
         dms.stop()
         center.stop()
     return 0
