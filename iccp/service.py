@@ -26,6 +26,7 @@ from iccp.mms.server import MmsServerConfig
 from iccp.tase2.devices import CommandServiceDevices
 from iccp.tase2.point_source import RtdbPointSource
 from iccp.tase2.server import Tase2Server
+from models.points import Priority
 
 __all__ = ["IccpServices", "listen_address"]
 
@@ -117,6 +118,8 @@ class IccpServices:
     def __exit__(self, *_exc: object) -> None:
         self.stop()
 
-    @staticmethod
-    def _on_alarm(peer: str, transfer_set: str, text: str) -> None:
+    def _on_alarm(self, peer: str, transfer_set: str, text: str) -> None:
+        """A transfer set's trouble (a critical report never acknowledged) is an operator's alarm, not a log line."""
         log.warning("ICCP peer %s, transfer set %s: %s", peer, transfer_set, text)
+        self.center.alarms.raise_system(f"iccp:{peer}:{transfer_set}",
+                                        f"ICCP peer {peer}, transfer set {transfer_set}: {text}", Priority.HIGH)

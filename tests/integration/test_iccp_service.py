@@ -25,7 +25,7 @@ from iccp.mms import ObjectName  # noqa: E402
 from iccp.mms.client import AeTitle, MmsAssociation, MmsAssociationRefused, MmsClientConfig, MmsEndpoint  # noqa: E402
 from iccp.tase2.model import DataFlags, PointType, State, Validity, decode_point  # noqa: E402
 from models.config import load_station_config  # noqa: E402
-from models.points import Quality  # noqa: E402
+from models.points import Priority, Quality  # noqa: E402
 from models.updates import Cause, LinkEvent, UpdateBatch, new_update_rows  # noqa: E402
 
 OUR = ((1, 3, 9999, 10), 10)
@@ -174,6 +174,15 @@ def test_link_outage_of_a_remote_is_backfilled_from_its_dr_directory(centre: tup
     job, result = services.recovery.results[0]
     assert (job.remote, job.start_ms, job.end_ms) == ("TSO-ICCP", T0_MS + 1000, T0_MS + 3000)
     assert result.complete and result.inserted == 1
+
+
+def test_a_transfer_set_alarm_reaches_the_operators(centre: tuple[Any, Any]) -> None:
+    center, services = centre
+    assert services.server is not None and services.server.on_alarm is not None
+    # what the server calls when a critical report stays unacknowledged after its retries
+    services.server.on_alarm("TSO", "DSTransferSet01", "critical report 7 not acknowledged after 2 retries")
+    alarm = next(a for a in center.alarms.list() if a.key == "system:iccp:TSO:DSTransferSet01")
+    assert alarm.priority is Priority.HIGH and "not acknowledged" in alarm.text and "TSO" in alarm.text
 
 
 def test_services_stop_cleanly(tmp_path: Path) -> None:
