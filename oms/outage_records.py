@@ -10,7 +10,8 @@ restart of the server.
 Besides the source's own fields a record carries its lifecycle, written by the OMS (``set_lifecycle``): the stage
 (predicted -> confirmed -> crew assigned -> en route -> on site -> restored -> closed), the crew, the estimated time
 of restoration, the cause, whether it was planned, and its restoration steps (customers given back at each time: a
-partial restoration is a step), which the reliability indices read.
+partial restoration is a step), which the reliability indices read. A source that also owns the lifecycle (the OMS)
+passes its lifecycle change with the update (``open_or_update(..., lifecycle=LifecycleChange(...))``): one transaction.
 
 One trip seen by two applications is one record: FLISR (source ``flisr``) and the OMS's SCADA-confirmed prediction
 (source ``scada``) of the same device within ``MERGE_WINDOW_MS`` are linked, whichever writes first. The FLISR record
@@ -23,6 +24,8 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
@@ -31,8 +34,8 @@ from models.timebase import now_ms
 from scada.errors import StorageError
 from scada.sqlite_store import SqliteStore
 
-__all__ = ["MERGE_SOURCES", "MERGE_WINDOW_MS", "OutageRecord", "OutageRecordStore", "OutageStatus", "RecordStage",
-           "RestorationStep"]
+__all__ = ["MERGE_SOURCES", "MERGE_WINDOW_MS", "LifecycleChange", "LifecycleRule", "OutageRecord", "OutageRecordStore",
+           "OutageStatus", "RecordStage", "RestorationStep"]
 
 
 class OutageStatus(StrEnum):
@@ -51,6 +54,30 @@ class RecordStage(StrEnum):
     ON_SITE = "on_site"
     RESTORED = "restored"
     CLOSED = "closed"
+
+
+class LifecycleRule(StrEnum):
+    """When a ``LifecycleChange`` applies."""
+
+    ALWAYS = "always"
+    IF_LATER_STAGE = "if_later_stage"  # only when its stage is later than the record's (a crew's stage is kept)
+
+
+@dataclass(frozen=True, slots=True)
+class LifecycleChange:
+    """A move of a record (its canonical one, when merged) along its lifecycle; None keeps the stored value, a note
+    is appended to the log. A closed record keeps its stage."""
+
+    stage: RecordStage | None = None
+    etr_ms: int | None = None
+    crew: str | None = None
+    cause: str | None = None
+    note: str = ""
+    rule: LifecycleRule = LifecycleRule.ALWAYS
+
+    def __post_init__(self) -> None:
+        if self.rule is LifecycleRule.IF_LATER_STAGE and self.stage is None:
+            raise ValueError("lifecycle change: rule if_later_stage needs a stage")
 
 
 #: Sources whose records of one trip are merged (see the module text), and how close their starts must be.
@@ -167,17 +194,23 @@ class OutageRecordStore(SqliteStore):
         cause: str | None = None,
         stage: RecordStage | str | None = None,
         steps: tuple[RestorationStep, ...] | None = None,
+        merged_into: int | None = None,
+        lifecycle: LifecycleChange | None = None,
     ) -> OutageRecord:
         """Open the record of ``(source, source_ref)`` or replace its source fields; returns it as stored. The
         lifecycle fields given as None keep their stored values (a new record: not planned, no cause, stage
-        predicted, no steps). A closed record stays closed (a late update from its source does not reopen it)."""
+        predicted, no steps). A closed record stays closed (a late update from its source does not reopen it).
+
+        Then, in the same transaction: ``merged_into`` folds the record into another one like ``link`` (0 unfolds
+        it, None keeps it), and ``lifecycle`` is applied like ``set_lifecycle`` (to the canonical record). An update
+        of an unmerged record is one row write."""
         if not source or not source_ref:
             raise ValueError(f"outage record: source and source_ref must not be empty (got {source!r}, "
                              f"{source_ref!r})")
         where = f"outage record {source}/{source_ref}"
         status = _enum(OutageStatus, status, where, "status")
         new_stage = None if stage is None else _enum(RecordStage, stage, where, "stage")
-        with self._write_lock:
+        with self._write_lock, self._transaction(where):
             old = self._find(source, source_ref)
             if old is not None and old.status is OutageStatus.CLOSED:
                 status = OutageStatus.CLOSED
@@ -195,31 +228,39 @@ class OutageRecordStore(SqliteStore):
                 rec = replace(rec, stage=RecordStage.CLOSED)
             elif new_stage is not None:
                 rec = replace(rec, stage=new_stage)
-            rec = self._write(rec, insert=old is None)
-            if old is None and source in MERGE_SOURCES:
-                rec = self._link_same_trip(rec)
+            pending = old is not None  # an update is written once, with the link and lifecycle below
+            if old is None:
+                rec = self._write(rec, insert=True)  # the id is needed from here on
+                if source in MERGE_SOURCES:
+                    rec = self._link_same_trip(rec)
+            if merged_into is not None:
+                rec = replace(rec, merged_into=self._fold_target(rec, merged_into), updated_ms=now_ms())
+                pending = True
+            if lifecycle is not None and not rec.merged_into and _applies(rec, lifecycle):
+                rec, pending = _moved(rec, lifecycle), True
+            if pending:
+                rec = self._write(rec, insert=False)
+            if lifecycle is not None and rec.merged_into:  # it lands on the canonical record
+                canonical = self.canonical(rec.merged_into)
+                if _applies(canonical, lifecycle):
+                    self._write(_moved(canonical, lifecycle), insert=False)
             return rec
 
     def set_lifecycle(self, record_id: int, *, stage: RecordStage | str | None = None, etr_ms: int | None = None,
                       crew: str | None = None, cause: str | None = None, note: str = "") -> OutageRecord:
         """Move a record along its lifecycle (the canonical record when ``record_id`` was merged into another);
         LookupError when there is no such record. A closed record keeps its stage."""
-        with self._write_lock:
+        with self._write_lock, self._transaction(f"outage record {record_id}"):
             rec = self.canonical(record_id)
-            where = f"outage record {rec.id}"
-            new_stage = rec.stage if stage is None else _enum(RecordStage, stage, where, "stage")
-            if rec.status is OutageStatus.CLOSED:
-                new_stage = RecordStage.CLOSED
-            rec = replace(rec, stage=new_stage, etr_ms=rec.etr_ms if etr_ms is None else int(etr_ms),
-                          crew=rec.crew if crew is None else crew, cause=rec.cause if cause is None else cause,
-                          log=rec.log + ((note,) if note else ()), updated_ms=now_ms())
-            return self._write(rec, insert=False)
+            new_stage = None if stage is None else _enum(RecordStage, stage, f"outage record {rec.id}", "stage")
+            change = LifecycleChange(new_stage, None if etr_ms is None else int(etr_ms), crew, cause, note)
+            return self._write(_moved(rec, change), insert=False)
 
     def close_record(self, record_id: int, note: str = "", *, closed_ms: int | None = None,
                      cause: str | None = None) -> OutageRecord:
         """Close a record (repair done; the canonical one when ``record_id`` was merged); LookupError when there is
         no such record, ValueError when it closes before it started."""
-        with self._write_lock:
+        with self._write_lock, self._transaction(f"outage record {record_id}"):
             rec = self.canonical(record_id)
             when = now_ms() if closed_ms is None or closed_ms < 0 else int(closed_ms)
             if when < rec.started_ms:
@@ -233,14 +274,10 @@ class OutageRecordStore(SqliteStore):
 
     def link(self, record_id: int, into_id: int) -> OutageRecord:
         """Fold a record into another one (its customers are counted there), or unfold it (``into_id`` 0)."""
-        with self._write_lock:
+        with self._write_lock, self._transaction(f"outage record {record_id}"):
             rec = self.get(record_id)
-            if into_id:
-                target = self.canonical(into_id)
-                if target.id == rec.id:
-                    raise ValueError(f"outage record {rec.id}: cannot be merged into itself")
-                into_id = target.id
-            return self._write(replace(rec, merged_into=int(into_id), updated_ms=now_ms()), insert=False)
+            return self._write(replace(rec, merged_into=self._fold_target(rec, into_id), updated_ms=now_ms()),
+                               insert=False)
 
     def canonical(self, record_id: int) -> OutageRecord:
         """The record itself, or the one it was merged into."""
@@ -281,6 +318,26 @@ class OutageRecordStore(SqliteStore):
         return self._query(sql + " ORDER BY id DESC LIMIT ?", (*args, limit))
 
     # ------------------------------------------------------------------------------------------ internals
+    @contextmanager
+    def _transaction(self, what: str) -> Iterator[None]:
+        """One transaction around a read-modify-write (``_write`` itself does not commit); rolled back on any
+        error. Reads inside it go through the same per-thread connection, so they see its writes."""
+        conn = self.conn()
+        try:
+            with conn:
+                yield
+        except sqlite3.Error as exc:
+            raise StorageError(f"{self.path}: cannot store {what}: {exc}") from exc
+
+    def _fold_target(self, rec: OutageRecord, into_id: int) -> int:
+        """The canonical record ``rec`` folds into (0: unfold); ValueError for itself."""
+        if not into_id:
+            return 0
+        target = self.canonical(into_id)
+        if target.id == rec.id:
+            raise ValueError(f"outage record {rec.id}: cannot be merged into itself")
+        return target.id
+
     def _link_same_trip(self, rec: OutageRecord) -> OutageRecord:
         """Merge a new flisr/scada record with the other source's open record of the same device and trip."""
         other = next(s for s in MERGE_SOURCES if s != rec.source)
@@ -309,15 +366,15 @@ class OutageRecordStore(SqliteStore):
                   rec.crew, json.dumps([[s.time_ms, s.customers, s.note] for s in rec.steps]), rec.closed_ms,
                   rec.merged_into, json.dumps(rec.log))
         names = _COLS.split(", ")[1:]
-        try:
-            with self.conn() as c:
-                if insert:
-                    cur = c.execute(f"INSERT INTO outage_records ({', '.join(names)}) VALUES "
-                                    f"({', '.join('?' * len(names))})", values)
-                    return replace(rec, id=int(cur.lastrowid or 0))
-                c.execute(f"UPDATE outage_records SET {', '.join(n + '=?' for n in names)} WHERE id=?",
-                          (*values, rec.id))
-                return rec
+        try:  # inside the caller's ``_transaction``: it commits
+            c = self.conn()
+            if insert:
+                cur = c.execute(f"INSERT INTO outage_records ({', '.join(names)}) VALUES "
+                                f"({', '.join('?' * len(names))})", values)
+                return replace(rec, id=int(cur.lastrowid or 0))
+            c.execute(f"UPDATE outage_records SET {', '.join(n + '=?' for n in names)} WHERE id=?",
+                      (*values, rec.id))
+            return rec
         except sqlite3.Error as exc:
             raise StorageError(f"{self.path}: cannot store outage record {rec.source}/{rec.source_ref}: "
                                f"{exc}") from exc
@@ -345,6 +402,23 @@ _STAGE_ORDER = {s: i for i, s in enumerate(RecordStage)}
 
 def _later(a: RecordStage, b: RecordStage) -> RecordStage:
     return a if _STAGE_ORDER[a] >= _STAGE_ORDER[b] else b
+
+
+def _applies(rec: OutageRecord, change: LifecycleChange) -> bool:
+    return change.rule is LifecycleRule.ALWAYS or (
+        change.stage is not None and _STAGE_ORDER[change.stage] > _STAGE_ORDER[rec.stage])
+
+
+def _moved(rec: OutageRecord, change: LifecycleChange) -> OutageRecord:
+    """``rec`` after ``change`` (whatever its rule: see ``_applies``)."""
+    if rec.status is OutageStatus.CLOSED:
+        stage = RecordStage.CLOSED
+    else:
+        stage = rec.stage if change.stage is None else change.stage
+    return replace(rec, stage=stage, etr_ms=rec.etr_ms if change.etr_ms is None else int(change.etr_ms),
+                   crew=rec.crew if change.crew is None else change.crew,
+                   cause=rec.cause if change.cause is None else change.cause,
+                   log=rec.log + ((change.note,) if change.note else ()), updated_ms=now_ms())
 
 
 def _enum(cls: type, value: object, where: str, what: str):  # noqa: ANN202 - returns a member of cls

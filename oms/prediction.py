@@ -263,10 +263,12 @@ class OutagePredictor:
         self.presumed_restored = 0  # meters taken as back on when SCADA closed their device
         self.not_applied: list[tuple[OmsEvent, Outcome]] = []  # every event that changed nothing, in order
         self._records: list[_Record] = []
+        self._record_by_id: dict[str, _Record] = {}  # every record by id, kept with _records: O(1) ``prediction``
         self._active: dict[int, _Record] = {}
         self._partial: list[_Record] = []  # restored with customers still off below: followed until all are back
         self._by_device: dict[int, _Record] = {}
         self._slos: list[_Slo] = []
+        self._slo_by_id: dict[str, _Slo] = {}  # every SLO by id, kept with _slos: O(1) ``slo``
         self._active_slo: dict[int, _Slo] = {}
         self._parked: dict[str, _Record] = {}  # active predictions whose device is de-energised by switching
         self._index(connectivity)
@@ -735,6 +737,7 @@ class OutagePredictor:
                 rec = _Record(f"P{len(self._records) + 1}", d, PredictionState.PREDICTED, int(c.customers[d]),
                               int(c.customers[d]), first_ms if first_ms != _NEVER else now, last)
                 self._records.append(rec)
+                self._record_by_id[rec.id] = rec
                 self._by_device[d] = rec
                 if not self._open[d]:  # SCADA-only outages are logged once, as confirmed, below
                     rec.log(now, f"predicted: {off} of {int(c.customers[d])} meters report off")
@@ -839,6 +842,7 @@ class OutagePredictor:
             if slo is None:
                 slo = _Slo(f"S{len(self._slos) + 1}", m, SloState.OPEN, int(self._out_ms[m]), int(self._last_ms[m]))
                 self._slos.append(slo)
+                self._slo_by_id[slo.id] = slo
                 self._active_slo[m] = slo
                 dt = c.load_chain[c.meter_load[m], 0]
                 slo.log(now, f"single light out: meter off while {c.devices[int(dt)].name} is energised")
@@ -854,38 +858,50 @@ class OutagePredictor:
     # ---------------------------------------------------------------- results
 
     def predictions(self, *, active_only: bool = False) -> list[Prediction]:
-        c = self.conn
-        out = []
-        for rec in self._records:
-            if active_only and rec.state not in (PredictionState.PREDICTED, PredictionState.CONFIRMED):
-                continue
-            if rec.gone:
-                name, kind, feeder = rec.gone
-            else:
-                dev = c.devices[rec.device]
-                name, kind, feeder = dev.name, dev.kind.value, dev.feeder
-            out.append(Prediction(rec.id, name, kind, feeder, rec.state, rec.customers_affected,
-                                  rec.customers_off, rec.first_ms, rec.last_ms, rec.pons, rec.calls, rec.prns,
-                                  rec.confirmed, rec.merged_into, tuple(rec.timeline)))
-        return out
+        return [self._prediction_of(rec) for rec in self._records
+                if not active_only or rec.state in (PredictionState.PREDICTED, PredictionState.CONFIRMED)]
 
     def slos(self, *, active_only: bool = False) -> list[SingleLightOut]:
+        return [self._slo_of(slo) for slo in self._slos if not active_only or slo.state is SloState.OPEN]
+
+    def prediction(self, prediction_id: str) -> Prediction | None:
+        """The prediction with this id as it is now (whatever its state), None for an unknown id; O(1)."""
+        rec = self._record_by_id.get(prediction_id)
+        return None if rec is None else self._prediction_of(rec)
+
+    def slo(self, slo_id: str) -> SingleLightOut | None:
+        """The single light out with this id as it is now (whatever its state), None for an unknown id; O(1)."""
+        slo = self._slo_by_id.get(slo_id)
+        return None if slo is None else self._slo_of(slo)
+
+    @property
+    def active_counts(self) -> tuple[int, int]:
+        """(active predictions, open SLOs): the lengths of ``predictions(active_only=True)`` and
+        ``slos(active_only=True)`` in O(1). Active records are exactly those attached to a device or parked (rebase),
+        open SLOs those keyed by their meter."""
+        return len(self._active) + len(self._parked), len(self._active_slo)
+
+    def _prediction_of(self, rec: _Record) -> Prediction:
+        if rec.gone:
+            name, kind, feeder = rec.gone
+        else:
+            dev = self.conn.devices[rec.device]
+            name, kind, feeder = dev.name, dev.kind.value, dev.feeder
+        return Prediction(rec.id, name, kind, feeder, rec.state, rec.customers_affected, rec.customers_off,
+                          rec.first_ms, rec.last_ms, rec.pons, rec.calls, rec.prns, rec.confirmed, rec.merged_into,
+                          tuple(rec.timeline))
+
+    def _slo_of(self, slo: _Slo) -> SingleLightOut:
         c = self.conn
-        out = []
-        for slo in self._slos:
-            if active_only and slo.state is not SloState.OPEN:
-                continue
-            if slo.gone:
-                meter, load_name, dt_name = slo.gone
-            else:
-                load = int(c.meter_load[slo.meter])
-                dt = int(c.load_chain[load, 0])
-                meter, load_name = c.meter_ids[slo.meter], c.load_names[load]
-                dt_name = c.devices[dt].name if dt >= 0 else ""  # behind an open point now
-            out.append(SingleLightOut(slo.id, meter, load_name, dt_name,
-                                      slo.state, slo.first_ms, slo.last_ms, slo.pons, slo.calls, slo.merged_into,
-                                      tuple(slo.timeline)))
-        return out
+        if slo.gone:
+            meter, load_name, dt_name = slo.gone
+        else:
+            load = int(c.meter_load[slo.meter])
+            dt = int(c.load_chain[load, 0])
+            meter, load_name = c.meter_ids[slo.meter], c.load_names[load]
+            dt_name = c.devices[dt].name if dt >= 0 else ""  # behind an open point now
+        return SingleLightOut(slo.id, meter, load_name, dt_name, slo.state, slo.first_ms, slo.last_ms, slo.pons,
+                              slo.calls, slo.merged_into, tuple(slo.timeline))
 
     def off_mask(self) -> np.ndarray:
         """Per meter (``conn.meter_ids`` order): believed off now (a copy; the ping plan reads it)."""

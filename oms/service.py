@@ -65,7 +65,15 @@ from oms.end_device_events import oms_events_from_message
 from oms.errors import OmsError
 from oms.events import EventKind, OmsEvent, format_time_ms
 from oms.meter_ping import MeterPinger, PingPolicy
-from oms.outage_records import OutageRecord, OutageRecordStore, OutageStatus, RecordStage, RestorationStep
+from oms.outage_records import (
+    LifecycleChange,
+    LifecycleRule,
+    OutageRecord,
+    OutageRecordStore,
+    OutageStatus,
+    RecordStage,
+    RestorationStep,
+)
 from oms.prediction import (
     IngestReport,
     OutagePredictor,
@@ -398,7 +406,7 @@ class OmsService:
     def storm(self) -> tuple[bool, str]:
         """(storm mode?, why)."""
         with self._lock:
-            active = len(self.predictor.predictions(active_only=True)) + len(self.predictor.slos(active_only=True))
+            active = sum(self.predictor.active_counts)  # O(1): ETRs ask this once per outage listed
             off = self.predictor.meters_off
             recent = self._recent_events()
         r = self.storm_rules
@@ -680,35 +688,38 @@ class OmsService:
             return  # folded into an upstream outage before it was ever written: that record counts its customers
         # After a partial restoration the customers still off belong to the nested outage's (or SLO's) own record.
         still_off = p.customers_off if p.state in _ACTIVE else 0
-        try:
+        merged = p.state is PredictionState.MERGED
+        # folded into an upstream outage's record, or unfolded when it shows again after that one's restoration
+        # (a record the store merged with FLISR's record of the same trip stays merged)
+        into = self._record_id.get(p.merged_into, 0) if merged else 0
+        unfold = not into and p.id in self._folded
+        try:  # one transaction: source fields, fold and lifecycle
+            lifecycle = None
+            if not merged:  # a merged one: the upstream outage's record carries the lifecycle
+                # once a crew works on it the crew board's stages lead: the prediction only moves the record on
+                rule = LifecycleRule.ALWAYS if self._crew_stage(p.id) is None or stage is RecordStage.RESTORED \
+                    else LifecycleRule.IF_LATER_STAGE
+                lifecycle = LifecycleChange(stage, self.estimated_restoration_ms(p.id) if p.state in _ACTIVE else
+                                            restored_ms, rule=rule)
             rec = self.store.open_or_update(
                 source=source, source_ref=f"{self._session}-{p.id}", feeder=p.feeder, tripped_device=p.device,
                 customers_interrupted=p.customers_affected,
                 customers_restored=0 if status is OutageStatus.OPEN else p.customers_affected - p.customers_off,
                 customers_still_off=still_off, started_ms=p.first_event_ms, restored_ms=restored_ms,
                 status=status, notes=notes, cause=self._cause(p) if first else None,
-                steps=_steps(p.customers_affected, p.timeline))
+                steps=_steps(p.customers_affected, p.timeline),
+                merged_into=into if into else (0 if unfold else None), lifecycle=lifecycle)
             self._record_id[p.id] = rec.id
-            # folded into an upstream outage's record, or unfolded when it shows again after that one's restoration
-            # (a record the store merged with FLISR's record of the same trip stays merged)
-            into = self._record_id.get(p.merged_into, 0) if p.state is PredictionState.MERGED else 0
-            if into and rec.merged_into != into:
-                rec = self.store.link(rec.id, into)
+            if into:
                 self._folded.add(p.id)
-            elif not into and p.id in self._folded:
-                rec = self.store.link(rec.id, 0)
+            elif unfold:
                 self._folded.discard(p.id)
-            if p.state is PredictionState.MERGED:  # the upstream outage's crew covers it; its record stays open
+            if merged:  # the upstream outage's crew covers it; its record stays open
                 # (it may show again when the upstream one is restored)
                 if p.id in self._work and self._crew_stage(p.id) is not OutageStage.ON_SITE:
                     self.crews.remove_work(p.id, now)
                     self._work.discard(p.id)
                 return
-            canonical = self.store.canonical(rec.id)
-            crew_stage = self._crew_stage(p.id)
-            if crew_stage is None or stage is RecordStage.RESTORED or _later_stage(stage, canonical.stage):
-                self.store.set_lifecycle(rec.id, stage=stage, etr_ms=self.estimated_restoration_ms(p.id)
-                                         if p.state in _ACTIVE else restored_ms)
         except Exception:  # a storage failure must not stop prediction
             log.exception("OMS: cannot write the outage record of %s", p.id)
         self._update_work(p.id, p.state in _ACTIVE, now, lambda: work_item_for_device(
@@ -723,7 +734,12 @@ class OmsService:
             self._end_without_restoration(slo.id, slo.timeline[-1].note if slo.timeline else "closed", now)
             return
         restored_ms = -1 if active else (last.time_ms if last else now)
-        try:
+        try:  # one transaction: source fields and lifecycle
+            lifecycle = None  # with a crew working on it, the crew board's ETR stands
+            if not active:
+                lifecycle = LifecycleChange(RecordStage.RESTORED, restored_ms)
+            elif self._crew_stage(slo.id) is None:
+                lifecycle = LifecycleChange(etr_ms=self.estimated_restoration_ms(slo.id))
             rec = self.store.open_or_update(
                 source="slo", source_ref=f"{self._session}-{slo.id}", feeder=self._feeder_of_meter(slo.meter),
                 tripped_device=slo.meter, customers_interrupted=1, customers_restored=0 if active else 1,
@@ -731,12 +747,8 @@ class OmsService:
                 status=OutageStatus.OPEN if active else OutageStatus.RESTORED,
                 notes=tuple(_entry(e) for e in slo.timeline),
                 cause=f"single light out: meter {slo.meter} below {slo.dt}" if slo.id not in self._record_id else None,
-                steps=() if active else (RestorationStep(restored_ms, 1, "meter back on"),))
+                steps=() if active else (RestorationStep(restored_ms, 1, "meter back on"),), lifecycle=lifecycle)
             self._record_id[slo.id] = rec.id
-            if not active:
-                self.store.set_lifecycle(rec.id, stage=RecordStage.RESTORED, etr_ms=restored_ms)
-            elif self._crew_stage(slo.id) is None:
-                self.store.set_lifecycle(rec.id, etr_ms=self.estimated_restoration_ms(slo.id))
         except Exception:
             log.exception("OMS: cannot write the outage record of %s", slo.id)
 
@@ -856,10 +868,8 @@ class OmsService:
         return sum(n for _, n in self._events)
 
     def _outage(self, outage_id: str) -> Prediction | SingleLightOut | None:
-        for o in self.predictor.predictions():
-            if o.id == outage_id:
-                return o
-        return next((o for o in self.predictor.slos() if o.id == outage_id), None)
+        """The outage as it is now, any state; O(1) (the predictor keeps its outages by id)."""
+        return self.predictor.prediction(outage_id) or self.predictor.slo(outage_id)
 
     def _feeder_of_meter(self, meter: str) -> str:
         for d in self.connectivity.chain(meter):
@@ -899,13 +909,6 @@ def _is_active(o: Prediction | SingleLightOut) -> bool:
 
 def _device(o: Prediction | SingleLightOut) -> str:
     return o.device if isinstance(o, Prediction) else o.meter
-
-
-_STAGES = list(RecordStage)
-
-
-def _later_stage(a: RecordStage, b: RecordStage) -> bool:
-    return _STAGES.index(a) > _STAGES.index(b)
 
 
 def _steps(affected: int, timeline: tuple[TimelineEntry, ...]) -> tuple[RestorationStep, ...]:

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from oms.outage_records import OutageRecordStore, OutageStatus
+from oms.outage_records import LifecycleChange, LifecycleRule, OutageRecordStore, OutageStatus, RecordStage
 
 
 def _open(store: OutageRecordStore, ref: str = "run-1", **kw: object) -> object:
@@ -55,3 +57,67 @@ def test_bad_requests_name_the_problem(tmp_path: Path) -> None:
     with pytest.raises(LookupError, match="no outage record 42"):
         store.get(42)
     store.close()
+
+
+def _two_steps(store: OutageRecordStore, *, merged_into: int | None, lifecycle: LifecycleChange | None,
+               **fields: Any) -> None:
+    """The OMS's writes before they were one transaction: update, link, read the canonical record, lifecycle."""
+    rec = store.open_or_update(**fields)
+    if merged_into is not None:
+        rec = store.link(rec.id, merged_into)
+    if lifecycle is None:
+        return
+    canonical = store.canonical(rec.id)
+    order = list(RecordStage)
+    if lifecycle.rule is LifecycleRule.ALWAYS or (
+            lifecycle.stage is not None and order.index(lifecycle.stage) > order.index(canonical.stage)):
+        store.set_lifecycle(rec.id, stage=lifecycle.stage, etr_ms=lifecycle.etr_ms)
+
+
+def _contents(store: OutageRecordStore) -> list[object]:
+    return [replace(r, updated_ms=0) for r in store.list()]
+
+
+def test_update_with_lifecycle_is_one_transaction_with_the_results_of_separate_writes(tmp_path: Path) -> None:
+    one, two = OutageRecordStore(tmp_path / "one.sqlite"), OutageRecordStore(tmp_path / "two.sqlite")
+    scada = dict(source="scada", source_ref="run7-P1", feeder="F2", tripped_device="F2-CB", started_ms=1000,
+                 customers_interrupted=432, customers_still_off=432)
+    fuse = dict(source="ami", source_ref="run7-P2", feeder="F2", tripped_device="F2-RMU03-TEE", started_ms=900,
+                customers_interrupted=44, customers_still_off=44)
+    flisr = dict(source="flisr", source_ref="run-1", feeder="F2", tripped_device="F2-CB", started_ms=1500)
+    later = LifecycleRule.IF_LATER_STAGE
+    steps: list[tuple[dict[str, Any], int | None, LifecycleChange | None]] = [
+        (scada, None, LifecycleChange(RecordStage.CONFIRMED, 5000)),
+        (fuse, None, LifecycleChange(RecordStage.PREDICTED, 4000)),
+        (fuse, 1, None),  # folded into the breaker's record (id 1 in both stores)
+        (flisr, None, None),  # FLISR's record of the same trip: the scada record merges into it
+        (scada, None, LifecycleChange(RecordStage.CONFIRMED, 6000, rule=later)),  # not later: kept
+        (scada, None, LifecycleChange(RecordStage.EN_ROUTE, 7000, rule=later)),  # later: lands on FLISR's record
+        (fuse | dict(customers_still_off=40), None, LifecycleChange(RecordStage.CONFIRMED, 8000)),  # folded
+        (fuse | dict(customers_still_off=30), 0, LifecycleChange(RecordStage.PREDICTED, 8500)),  # unfolded
+        (scada | dict(status="restored", restored_ms=9000), None, LifecycleChange(RecordStage.RESTORED, 9000)),
+    ]
+    for fields, merged_into, lifecycle in steps:
+        rec = one.open_or_update(**fields, merged_into=merged_into, lifecycle=lifecycle)  # type: ignore[arg-type]
+        assert one.get(rec.id) == rec  # returned as stored
+        _two_steps(two, merged_into=merged_into, lifecycle=lifecycle, **fields)
+        assert _contents(one) == _contents(two), (fields["source_ref"], lifecycle)
+    canonical = one.find("flisr", "run-1")
+    assert canonical is not None and (canonical.stage, canonical.etr_ms) == (RecordStage.RESTORED, 9000)
+    one.close_record(2, "fuse replaced")
+    two.close_record(2, "fuse replaced")
+    closed_late = (fuse, None, LifecycleChange(RecordStage.CONFIRMED, 9900))
+    one.open_or_update(**closed_late[0], lifecycle=closed_late[2])  # type: ignore[arg-type]
+    _two_steps(two, merged_into=None, lifecycle=closed_late[2], **closed_late[0])
+    assert _contents(one) == _contents(two) and one.get(2).stage is RecordStage.CLOSED
+
+    trace: list[str] = []
+    one.conn().set_trace_callback(trace.append)
+    one.open_or_update(**fuse | dict(customers_still_off=0), lifecycle=LifecycleChange(RecordStage.RESTORED, 9950))
+    one.conn().set_trace_callback(None)
+    assert [s.split()[0].upper() for s in trace if not s.upper().startswith("SELECT")] == ["BEGIN", "UPDATE",
+                                                                                            "COMMIT"]
+    with pytest.raises(ValueError, match="rule if_later_stage needs a stage"):
+        LifecycleChange(etr_ms=1, rule=later)
+    one.close()
+    two.close()
