@@ -46,7 +46,6 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from iccp.config import IccpConfig, RemoteCentre  # noqa: E402
 from iccp.mms.client import AeTitle, MmsAssociation, MmsClientConfig, MmsEndpoint  # noqa: E402
 from iccp.mms.codec import DataAccessCode, ObjectName  # noqa: E402
 from iccp.sim.server import SimSettings, TransmissionSimulator, sim_iccp_config  # noqa: E402
@@ -59,6 +58,7 @@ from iccp.sim.transmission import (  # noqa: E402
 )
 from iccp.tase2.bilateral import ApTitle, PeerIdentity  # noqa: E402
 from iccp.tase2.client import ImportRow, Tase2Client  # noqa: E402
+from models.iccp_config import IccpConfig, RemoteCentre  # noqa: E402
 from models.points import PointDef, PointKind, PointSource  # noqa: E402
 from models.updates import Cause  # noqa: E402
 

@@ -5,8 +5,8 @@ one update path). :class:`GapRecovery` listens to the RTDB's link events (``Rtdb
 when a remote's link went down and, once it is up again, backfills the historian for [down, up) from that remote's
 DR snapshot directory (``iccp.recovery.recover_gap``; the files arrive there by FTP/rsync/a shared mount). The file
 covering the end of the gap is closed up to one snapshot interval later, so an incomplete recovery is retried every
-``retry_s`` until complete or ``max_attempts`` is reached. Work runs on its own thread: link listeners are called on
-the RTDB's writer thread and must not block.
+``retry_s`` (per remote: ``[[iccp.remotes]] recovery_retry_s``) until complete or ``max_attempts`` is reached. Work
+runs on its own thread: link listeners are called on the RTDB's writer thread and must not block.
 """
 
 from __future__ import annotations
@@ -38,17 +38,19 @@ class RecoveryJob:
 
 
 class GapRecovery:
-    """Backfills the historian after each ICCP link outage; ``directories``: remote centre name -> DR directory."""
+    """Backfills the historian after each ICCP link outage; ``directories``: remote centre name -> DR directory;
+    ``retry_s``: one retry period for all, or remote centre name -> its period."""
 
     def __init__(self, config: StationConfig, historian: Historian, directories: Mapping[str, str | Path], *,
-                 retry_s: float = 30.0, max_attempts: int = 10) -> None:
+                 retry_s: float | Mapping[str, float] = 30.0, max_attempts: int = 10) -> None:
         self._historian = historian
         self._dirs = {name: Path(d) for name, d in directories.items()}
         for name in self._dirs:
             if config.rtu(name).protocol is not Protocol.ICCP:
                 raise RecoveryError(f"DR directory given for {name!r}, which is not an ICCP remote centre")
         self._ids = {name: {p.source.reference: p.id for p in config.points_of_rtu(name)} for name in self._dirs}
-        self._retry_s = retry_s
+        self._retry_s = {name: float(retry_s) if isinstance(retry_s, int | float) else float(retry_s[name])
+                         for name in self._dirs}
         self._max_attempts = max_attempts
         self._down_since: dict[str, int] = {}
         self._jobs: queue.Queue[RecoveryJob | None] = queue.Queue()
@@ -94,7 +96,7 @@ class GapRecovery:
             for j in due:
                 again = self._attempt(j)
                 if again is not None:
-                    waiting.append((time.monotonic() + self._retry_s, again))
+                    waiting.append((time.monotonic() + self._retry_s[again.remote], again))
 
     def _attempt(self, job: RecoveryJob) -> RecoveryJob | None:
         try:

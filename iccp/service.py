@@ -19,13 +19,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from iccp.config import IccpConfig
 from iccp.errors import IccpError
 from iccp.gap_recovery import GapRecovery
 from iccp.mms.server import MmsServerConfig
 from iccp.tase2.devices import CommandServiceDevices
+from iccp.tase2.peer_writes import RtdbPeerWrites
 from iccp.tase2.point_source import RtdbPointSource
 from iccp.tase2.server import Tase2Server
+from models.iccp_config import IccpConfig
 from models.points import Priority
 
 __all__ = ["IccpServices", "listen_address"]
@@ -43,9 +44,10 @@ def listen_address(listen: str) -> tuple[str, int]:
 
 class IccpServices:
     """The TASE.2 server (when ``[iccp]`` has ``listen`` and peers) and the gap recovery (when remotes have
-    ``dr_directory``) of one control centre (``scada.server.ControlCenter``)."""
+    ``dr_directory``) of one control centre (``scada.server.ControlCenter``). ``recovery_retry_s`` overrides every
+    remote's ``recovery_retry_s`` (None: each remote's own)."""
 
-    def __init__(self, center: Any, iccp: IccpConfig, *, recovery_retry_s: float = 30.0) -> None:
+    def __init__(self, center: Any, iccp: IccpConfig, *, recovery_retry_s: float | None = None) -> None:
         self.center = center
         self.config = iccp
         self.source: RtdbPointSource | None = None
@@ -55,16 +57,23 @@ class IccpServices:
         if iccp.listen is not None and iccp.peers:
             published = [bp.point for t in iccp.peers for bp in t.points]
             published += [d.point for t in iccp.peers for d in t.devices]
-            self.source = RtdbPointSource(center.rtdb, published, name="iccp-server")
+            # One command path for device control and set-point writes (a write selects nothing); a selection
+            # lasts the peer's own select_timeout_s.
+            commanding = CommandServiceDevices(center.commands, center.config.points, center.config.operators,
+                                               tags=center.tags, audit=center.audit)
             if any(t.devices for t in iccp.peers):
-                self.devices = CommandServiceDevices(center.commands, center.config.points, center.config.operators,
-                                                     tags=center.tags, audit=center.audit)
+                self.devices = commanding
+            writes = (RtdbPeerWrites(center.rtdb, commanding, center.config.operators, audit=center.audit)
+                      if any(bp.writable for t in iccp.peers for bp in t.points) else None)
+            self.source = RtdbPointSource(center.rtdb, published, name="iccp-server", writes=writes)
             host, port = listen_address(iccp.listen)
             self.server = Tase2Server(iccp, self.source, devices=self.devices,
                                       mms=MmsServerConfig(host=host, port=port), on_alarm=self._on_alarm)
         directories = {r.name: r.dr_directory for r in iccp.remotes if r.dr_directory is not None}
         if directories:
-            self.recovery = GapRecovery(center.config, center.historian, directories, retry_s=recovery_retry_s)
+            retry_s = {r.name: r.recovery_retry_s if recovery_retry_s is None else recovery_retry_s
+                       for r in iccp.remotes if r.name in directories}
+            self.recovery = GapRecovery(center.config, center.historian, directories, retry_s=retry_s)
             # Registered now, before the centre starts: the adapter's first link events must not be missed.
             center.rtdb.add_link_listener(self.recovery.on_link)
         self._started = False

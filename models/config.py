@@ -46,7 +46,7 @@ from models.protocols import iec61850 as iec61850_proto
 from models.protocols import modbus as modbus_proto
 
 if TYPE_CHECKING:
-    from iccp.config import IccpConfig
+    from models.iccp_config import IccpConfig
 
 
 class Role(StrEnum):
@@ -221,7 +221,7 @@ class StationConfig:
     frequency_hz: float = 50.0  # of the network model (``[network] frequency_hz``)
     calculated: tuple[CalculatedPoint, ...] = ()  # what each calculated point carries (``[calculated]``)
     oms: OmsConfig = OmsConfig()
-    iccp: IccpConfig | None = None  # ``[iccp]`` (iccp.config): TASE.2 identity, peers' bilateral tables, remotes
+    iccp: IccpConfig | None = None  # ``[iccp]`` (models.iccp_config): TASE.2 identity, bilateral tables, remotes
 
     def binding(self, point: PointDef) -> MeasurementBinding | None:
         return self.bindings[point.id] if point.id < len(self.bindings) else None
@@ -427,7 +427,7 @@ def parse_station_config(text: str, source: str = "<config>") -> StationConfig:
     iccp_table = table("iccp")
     pending_iccp = None
     if iccp_table.table:
-        from iccp.config import parse_iccp  # only stations with [iccp]; iccp.config reads it with this _Reader
+        from models.iccp_config import parse_iccp  # it imports this module; it reads [iccp] with this _Reader
 
         pending_iccp = parse_iccp(iccp_table, {r.name for r in rtus})
         rtus = rtus + pending_iccp.rtus

@@ -30,14 +30,20 @@ def _serve(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda *_: stop.set())
     center.start()
     dms.start()
-    print(f"dscada: serving '{config.name}' ({len(config.points)} points, {len(config.rtus)} RTUs) "
-          f"on {center.grpc_address.rsplit(':', 1)[0]}:{center.grpc_port}; data in {center.data_dir}", flush=True)
     try:
         if iccp is not None:
-            iccp.start()  # inside the try: a refused listen address still stops the centre
-            if iccp.server is not None:
-                print(f"dscada: ICCP/TASE.2 server on port {iccp.port} for "
-                      f"{', '.join(t.peer for t in iccp.config.peers)}", flush=True)
+            from iccp.errors import IccpError
+
+            try:
+                iccp.start()  # inside the outer try: a refused listen address still stops the centre
+            except (IccpError, OSError) as exc:
+                print(f"dscada: cannot start the ICCP services: {exc}", file=sys.stderr, flush=True)
+                return 1
+        print(f"dscada: serving '{config.name}' ({len(config.points)} points, {len(config.rtus)} RTUs) "
+              f"on {center.grpc_address.rsplit(':', 1)[0]}:{center.grpc_port}; data in {center.data_dir}", flush=True)
+        if iccp is not None and iccp.server is not None:
+            print(f"dscada: ICCP/TASE.2 server on port {iccp.port} for "
+                  f"{', '.join(t.peer for t in iccp.config.peers)}", flush=True)
         stop.wait()
     finally:
         print("dscada: stopping", flush=True)

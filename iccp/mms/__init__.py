@@ -21,6 +21,7 @@ from .codec import (
 from .server import (
     AssociationHandle,
     AssociationInfo,
+    Deferred,
     DeleteResult,
     EndReason,
     ErrorClass,
@@ -35,6 +36,6 @@ from .server import (
 __all__ = [
     "AccessResult", "Component", "DataAccessCode", "DeleteListRequest", "DeleteScope", "NameListRequest",
     "NameScope", "ObjectClass", "ObjectName", "RefusalDiagnostic", "VariableAccess", "VariableSpec",
-    "AssociationHandle", "AssociationInfo", "DeleteResult", "EndReason", "ErrorClass", "Identity",
+    "AssociationHandle", "AssociationInfo", "Deferred", "DeleteResult", "EndReason", "ErrorClass", "Identity",
     "ListAttributes", "MmsHandler", "MmsServer", "MmsServerConfig", "VariableAttributes",
 ]

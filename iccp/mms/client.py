@@ -23,6 +23,7 @@ import logging
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -140,7 +141,8 @@ class MmsClientConfig:
     called: AeTitle | None = None  # the peer's, as our bilateral agreement names it
     connect_timeout_s: float = 5.0  # per endpoint: TCP, TLS, COTP and the association
     request_timeout_s: float = 10.0
-    release_timeout_s: float = 3.0
+    release_timeout_s: float = 3.0  # of silence: reports still arriving ahead of the Conclude-Response extend it
+    release_drain_max_s: float = 30.0  # ... up to this long in all
     ssl_context: ssl.SSLContext | None = None
     tls_server_hostname: str | None = None  # defaults to the endpoint host
     max_pdu_size: int = 65000
@@ -152,7 +154,7 @@ class MmsClientConfig:
     def __post_init__(self) -> None:
         if not self.endpoints:
             raise ValueError("MmsClientConfig needs at least one endpoint")
-        for name in ("connect_timeout_s", "request_timeout_s", "release_timeout_s"):
+        for name in ("connect_timeout_s", "request_timeout_s", "release_timeout_s", "release_drain_max_s"):
             value = getattr(self, name)
             if not 0 < value <= 3600:
                 raise ValueError(f"MmsClientConfig.{name} must be in (0, 3600] s, got {value}")
@@ -335,6 +337,7 @@ class MmsAssociation:
         self._concluded = threading.Event()
         self._conclude_accepted = False
         self._disconnected = threading.Event()
+        self._last_rx_mono = time.monotonic()  # when the receive thread last got a TSDU (release progress)
         self._receiver = threading.Thread(target=self._receive_loop, name=f"mms-client-rx-{endpoint}", daemon=True)
 
     # --- lifecycle -------------------------------------------------------------------------------------------------
@@ -422,7 +425,10 @@ class MmsAssociation:
     def release(self, timeout_s: float | None = None) -> ReleaseResult:
         """Orderly release: Conclude, then session FINISH (ACSE RLRQ) and wait for DISCONNECT, then close TCP.
 
-        Outstanding requests fail with MmsConnectionLost. A peer that refuses the Conclude is aborted.
+        Outstanding requests fail with MmsConnectionLost. A peer that refuses the Conclude is aborted. The time-out
+        (``timeout_s``, default ``release_timeout_s``) is one of silence: the Conclude-Response comes after the
+        information reports the peer queued before it, and while those still arrive (each handed to the listeners)
+        the wait goes on, up to ``release_drain_max_s`` in all.
         """
         limit = self._config.release_timeout_s if timeout_s is None else timeout_s
         if self._ended:
@@ -431,7 +437,7 @@ class MmsAssociation:
         concluded = disconnected = False
         try:
             self._iso.send(o61850_pdu.wrap(o61850_pdu.conclude_request()))
-            if self._concluded.wait(limit) and self._conclude_accepted:
+            if self._await_conclude(limit) and self._conclude_accepted:
                 concluded = True
                 self._iso.send(rx.finish_spdu())
                 # The receive thread ends the association on DISCONNECT or on the peer closing TCP.
@@ -440,11 +446,22 @@ class MmsAssociation:
         except OSError:
             pass  # the peer closed TCP right after its Conclude response: that is a release too
         if not concluded:
-            _log.warning("MMS peer %s did not accept the Conclude within %g s: aborting", self._peer, limit)
+            _log.warning("MMS peer %s did not accept the Conclude (%g s without traffic, %g s at most): aborting",
+                         self._peer, limit, max(limit, self._config.release_drain_max_s))
             self.abort()
             return ReleaseResult(False, False)
         self._finish(CloseReason.RELEASED, None)
         return ReleaseResult(True, disconnected)
+
+    def _await_conclude(self, limit_s: float) -> bool:
+        """Wait for the Conclude-Response while the peer is silent less than ``limit_s`` (bounded in all)."""
+        sent = time.monotonic()
+        hard = sent + max(limit_s, self._config.release_drain_max_s)
+        while not self._concluded.wait(0.05):
+            now = time.monotonic()
+            if self._ended or now >= hard or now - max(sent, self._last_rx_mono) >= limit_s:
+                return self._concluded.is_set()
+        return True
 
     def abort(self) -> None:
         """Abort at once (session ABORT with ACSE ABRT), then close TCP; outstanding requests fail."""
@@ -502,6 +519,7 @@ class MmsAssociation:
         try:
             while not self._ended:
                 tsdu = self._iso.recv()
+                self._last_rx_mono = time.monotonic()
                 if tsdu is None:
                     error = None if self._releasing else MmsConnectionLost(self._peer, "receive", "TCP closed by peer")
                     reason = CloseReason.RELEASED if self._releasing else CloseReason.LOST

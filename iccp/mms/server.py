@@ -9,19 +9,33 @@ DISCONNECT (RLRE); the calling side closes the transport. Abort both ways (sessi
 Robustness: an MMS PDU that does not decode gets a RejectPDU and one log line, the association goes on; broken
 framing (TPKT, COTP, session, presentation) aborts that association only. Handler exceptions become
 confirmed-ErrorPDUs. Handlers run on the event-loop thread, one request at a time per association: they must
-not block (hand slow work elsewhere). Information reports may be sent from any thread.
+not block. Information reports may be sent from any thread.
+
+Deferred responses: a handler's ``read``/``read_list``/``write`` may return a :class:`Deferred` (or directly an
+awaitable or a ``concurrent.futures.Future``) instead of its results, e.g. for a device operation that waits for
+the field on a worker thread. The loop goes on serving every association, this one included (MMS allows several
+outstanding requests); the confirmed response, with the request's invoke id, is sent when the result resolves (an
+exception resolves like a raised one: MmsServiceError -> that error, anything else -> class OTHERS). A Conclude
+while responses are pending is answered after they are sent (waiting at most ``release_timeout_s``; the rest are
+dropped); an abort or lost transport drops them (the handler's work still finishes, its result is discarded).
+At most ``max_outstanding`` deferred responses per association: beyond that, resource/capability-unavailable.
+
+Release under report load: a Conclude-Request is answered in order after the reports already queued (the client
+reads them first), and no information report is queued after the Conclude-Response (ISO 9506: nothing follows it).
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import enum
+import inspect
 import itertools
 import logging
 import ssl
 import threading
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -51,7 +65,7 @@ from .codec import (
 
 __all__ = [
     "ErrorClass", "AssociationInfo", "AssociationHandle", "Identity", "VariableAttributes", "ListAttributes",
-    "DeleteResult", "MmsHandler", "MmsServerConfig", "MmsServer", "EndReason",
+    "DeleteResult", "MmsHandler", "MmsServerConfig", "MmsServer", "EndReason", "Deferred",
 ]
 
 log = logging.getLogger("iccp.mms.server")
@@ -104,6 +118,32 @@ class DeleteResult:
 
 
 @dataclass(frozen=True, slots=True)
+class Deferred:
+    """A handler result that comes later: ``result`` resolves (on any thread) to what the method would return."""
+
+    result: Awaitable[Any] | concurrent.futures.Future[Any]
+
+
+def _deferred(value: Any) -> Awaitable[Any] | None:
+    """The awaitable of a deferred handler result, None for an immediate one (must run on the server loop)."""
+    if isinstance(value, Deferred):
+        value = value.result
+    if isinstance(value, concurrent.futures.Future):
+        return asyncio.wrap_future(value)
+    if inspect.isawaitable(value):
+        return value
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Later:
+    """A confirmed response to send when ``result`` resolves, encoded by ``finish(result)``."""
+
+    result: Awaitable[Any]
+    finish: Callable[[Any], bytes]
+
+
+@dataclass(frozen=True, slots=True)
 class AssociationInfo:
     """Who is associating: transport peer and the ACSE names of the AARQ (None when the peer left them out)."""
 
@@ -132,17 +172,17 @@ class MmsHandler(Protocol):
         """Accept (return the per-association context) or raise AssociationRefused(diagnostic)."""
         ...
 
-    def read(self, ctx: Any, variables: Sequence[VariableSpec]) -> Sequence[AccessResult]:
-        """One result per variable, in order: a Data value or a DataAccessCode."""
+    def read(self, ctx: Any, variables: Sequence[VariableSpec]) -> Sequence[AccessResult] | Deferred:
+        """One result per variable, in order: a Data value or a DataAccessCode (or a Deferred of that)."""
         ...
 
-    def read_list(self, ctx: Any, list_name: ObjectName) -> Sequence[AccessResult]:
+    def read_list(self, ctx: Any, list_name: ObjectName) -> Sequence[AccessResult] | Deferred:
         """The values of the members of a named variable list (raise MmsServiceError if it does not exist)."""
         ...
 
     def write(self, ctx: Any, variables: Sequence[VariableSpec],
-              values: Sequence[IECData]) -> Sequence[DataAccessCode | None]:
-        """One outcome per variable: None = written, or the DataAccessCode of the failure."""
+              values: Sequence[IECData]) -> Sequence[DataAccessCode | None] | Deferred:
+        """One outcome per variable: None = written, or the DataAccessCode of the failure (or a Deferred)."""
         ...
 
     def get_name_list(self, ctx: Any, request: NameListRequest) -> Sequence[str]:
@@ -230,6 +270,7 @@ class AssociationHandle:
         self._open = False
         self._cotp_open = False
         self._concluded = False
+        self._later: set[asyncio.Task[None]] = set()  # deferred responses not sent yet
         self._done = asyncio.Event()
         self.end_reason: EndReason | None = None
         self.released = False
@@ -255,7 +296,7 @@ class AssociationHandle:
         pdu = codec.encode_information_report(access, results)
         if not self._open:
             raise MmsConnectionError(f"{self}: not associated, information report not sent")
-        self._server._call_in_loop(self._send_mms, pdu)
+        self._server._call_in_loop(self._send_report, pdu)
 
     def abort(self) -> None:
         """Abort the association (session ABORT, then close). Callable from any thread."""
@@ -277,6 +318,10 @@ class AssociationHandle:
         if self._open:
             self._write_tsdu(codec.encode_data_spdu(pdu, self._mms_context))
 
+    def _send_report(self, pdu: bytes) -> None:
+        if not self._concluded:  # nothing may follow the Conclude-Response
+            self._send_mms(pdu)
+
     def _abort(self, reason: EndReason, provider: bool) -> None:
         if self._writer is None or self._done.is_set():
             return
@@ -292,9 +337,17 @@ class AssociationHandle:
         was_open, self._open = self._open, False
         self.end_reason = reason
         self._done.set()
+        self._drop_later()
         if self._writer is not None:
             self._writer.close()
         self._server._ended(self, reason, was_open)
+
+    def _drop_later(self) -> None:
+        if self._later:
+            log.info("%s: %d deferred responses dropped (association ended)", self, len(self._later))
+        for task in list(self._later):
+            task.cancel()
+        self._later.clear()
 
 
 class MmsServer:
@@ -611,6 +664,7 @@ class MmsServer:
             handle._open = False  # no more reports; the peer closes the transport
             self._ended(handle, None, True)
             handle._done.set()
+            handle._drop_later()
             await self._await_peer_close(reader)
             if handle._writer is not None:
                 handle._writer.close()
@@ -631,8 +685,11 @@ class MmsServer:
             handle._send_mms(codec.encode_reject(None, RejectReason.INVALID_PDU))
             return
         if isinstance(pdu, codec.ConcludeRequestPdu):
-            handle._send_mms(codec.encode_conclude_response())
-            handle._concluded = True
+            if handle._later:
+                self._track(handle, self._conclude_after_pending(handle))
+            else:
+                handle._send_mms(codec.encode_conclude_response())
+                handle._concluded = True
             return
         if isinstance(pdu, codec.RejectPdu):
             log.warning("%s: peer rejected our PDU (invoke id %s, reason [%d] code %d)", handle, pdu.invoke_id,
@@ -658,39 +715,94 @@ class MmsServer:
         ctx = self._contexts.get(handle.association_id)
         try:
             response = self._service(handle, ctx, request)
-        except MmsServiceError as exc:
-            handle._send_mms(codec.encode_confirmed_error(pdu.invoke_id, exc.error_class, exc.code))
-            return
         except Exception as exc:  # noqa: BLE001 - a faulty handler answers an error, the server goes on
-            log.warning("%s: invoke id %d: handler failed on %s: %s", handle, pdu.invoke_id,
-                        type(request).__name__, exc)
-            handle._send_mms(codec.encode_confirmed_error(pdu.invoke_id, ErrorClass.OTHERS, 0))
+            handle._send_mms(self._error_response(handle, pdu.invoke_id, request, exc))
             return
-        encoded = codec.encode_confirmed_response(pdu.invoke_id, response)
-        if handle.info is not None and len(encoded) > handle.info.max_pdu_size_bytes:
-            log.warning("%s: invoke id %d: response of %d bytes exceeds the PDU size %d", handle, pdu.invoke_id,
-                        len(encoded), handle.info.max_pdu_size_bytes)
-            encoded = codec.encode_confirmed_error(pdu.invoke_id, ErrorClass.SERVICE, 5)  # pdu-size
-        handle._send_mms(encoded)
+        if isinstance(response, _Later):
+            if len(handle._later) >= self.config.max_outstanding:
+                log.warning("%s: invoke id %d: %d deferred responses pending already: refused", handle,
+                            pdu.invoke_id, len(handle._later))
+                _close_awaitable(response.result)
+                handle._send_mms(codec.encode_confirmed_error(pdu.invoke_id, ErrorClass.RESOURCE, 3))
+                return
+            self._track(handle, self._answer_later(handle, pdu.invoke_id, request, response))
+            return
+        handle._send_mms(self._response(handle, pdu.invoke_id, response))
 
-    def _service(self, handle: AssociationHandle, ctx: Any, request: codec.ServiceRequest) -> bytes:
+    def _response(self, handle: AssociationHandle, invoke_id: int, response: bytes) -> bytes:
+        encoded = codec.encode_confirmed_response(invoke_id, response)
+        if handle.info is not None and len(encoded) > handle.info.max_pdu_size_bytes:
+            log.warning("%s: invoke id %d: response of %d bytes exceeds the PDU size %d", handle, invoke_id,
+                        len(encoded), handle.info.max_pdu_size_bytes)
+            encoded = codec.encode_confirmed_error(invoke_id, ErrorClass.SERVICE, 5)  # pdu-size
+        return encoded
+
+    @staticmethod
+    def _error_response(handle: AssociationHandle, invoke_id: int, request: object, exc: Exception) -> bytes:
+        if isinstance(exc, MmsServiceError):
+            return codec.encode_confirmed_error(invoke_id, exc.error_class, exc.code)
+        log.warning("%s: invoke id %d: handler failed on %s: %s: %s", handle, invoke_id, type(request).__name__,
+                    type(exc).__name__, exc)
+        return codec.encode_confirmed_error(invoke_id, ErrorClass.OTHERS, 0)
+
+    def _track(self, handle: AssociationHandle, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        handle._later.add(task)
+        task.add_done_callback(handle._later.discard)
+
+    async def _answer_later(self, handle: AssociationHandle, invoke_id: int, request: object, later: _Later) -> None:
+        try:
+            encoded = self._response(handle, invoke_id, later.finish(await later.result))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - as for an immediate answer
+            encoded = self._error_response(handle, invoke_id, request, exc)
+        if handle._open and not handle._concluded:
+            handle._send_mms(encoded)
+        else:
+            log.info("%s: invoke id %d: association ending, deferred response dropped", handle, invoke_id)
+
+    async def _conclude_after_pending(self, handle: AssociationHandle) -> None:
+        """Answer a Conclude once the pending deferred responses went out (bounded): nothing follows the answer."""
+        current = asyncio.current_task()
+        pending = [t for t in handle._later if t is not current]
+        if pending:
+            _done, late = await asyncio.wait(pending, timeout=self.config.release_timeout_s)
+            for task in late:
+                log.warning("%s: deferred response still pending at the Conclude after %.1f s: dropped", handle,
+                            self.config.release_timeout_s)
+                task.cancel()
+        if handle._open and not handle._concluded:
+            handle._send_mms(codec.encode_conclude_response())
+            handle._concluded = True
+
+    def _service(self, handle: AssociationHandle, ctx: Any, request: codec.ServiceRequest) -> bytes | _Later:
         h = self.handler
         if isinstance(request, ReadRequest):
             access = request.access
-            if access.list_name is not None:
-                results = list(h.read_list(ctx, access.list_name))
-            else:
-                results = list(h.read(ctx, access.variables))
-                if len(results) != len(access.variables):
+
+            def read_response(got: Any) -> bytes:
+                results = list(got)
+                if access.list_name is None and len(results) != len(access.variables):
                     raise RuntimeError(f"handler read gave {len(results)} results for {len(access.variables)}")
-            return codec.encode_read_response(results, access if request.with_result else None)
+                return codec.encode_read_response(results, access if request.with_result else None)
+
+            got = h.read_list(ctx, access.list_name) if access.list_name is not None else h.read(ctx, access.variables)
+            later = _deferred(got)
+            return _Later(later, read_response) if later is not None else read_response(got)
         if isinstance(request, WriteRequest):
             if request.access.list_name is not None:
                 raise MmsServiceError(ErrorClass.ACCESS, 1, "write to a named variable list is not supported")
-            outcomes = list(h.write(ctx, request.access.variables, request.values))
-            if len(outcomes) != len(request.values):
-                raise RuntimeError(f"handler write gave {len(outcomes)} outcomes for {len(request.values)}")
-            return codec.encode_write_response(outcomes)
+
+            def write_response(got: Any) -> bytes:
+                outcomes = list(got)
+                if len(outcomes) != len(request.values):
+                    raise RuntimeError(f"handler write gave {len(outcomes)} outcomes for {len(request.values)}")
+                return codec.encode_write_response(outcomes)
+
+            got = h.write(ctx, request.access.variables, request.values)
+            later = _deferred(got)
+            return _Later(later, write_response) if later is not None else write_response(got)
         if isinstance(request, NameListRequest):
             return self._name_list(handle, ctx, request)
         if isinstance(request, IdentifyRequest):
@@ -724,6 +836,14 @@ class MmsServer:
             page.append(name)
             used += cost
         return codec.encode_name_list_response(page, len(page) < len(names))
+
+
+def _close_awaitable(result: Awaitable[Any]) -> None:
+    """Dispose of a deferred result that will not be awaited (no 'never awaited' warning, cancel a future)."""
+    if inspect.iscoroutine(result):
+        result.close()
+    elif isinstance(result, asyncio.Future):
+        result.cancel()
 
 
 def _oid_text(oid: tuple[int, ...] | None) -> str:

@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from iccp.config import IccpConfig
 from iccp.errors import IccpError
 from iccp.mms import MmsServerConfig
 from iccp.sim.transmission import PointValue
@@ -15,6 +14,7 @@ from iccp.tase2.bilateral import BilateralDevice
 from iccp.tase2.devices import CallbackDevices
 from iccp.tase2.point_source import InMemoryPointSource
 from iccp.tase2.server import Tase2Server
+from models.iccp_config import IccpConfig
 
 if TYPE_CHECKING:
     from iccp.sim.server import TransmissionSimulator

@@ -15,7 +15,8 @@ One :class:`Tase2Client` per remote centre runs one worker thread that owns the 
 5. read every data set once (the TASE.2 counterpart of a general interrogation), then report
    :meth:`Tase2ClientSink.on_interrogated`; an ``InterrogationRequest`` repeats it;
 6. while associated: information reports -> :class:`ImportMap` -> rows; a keep-alive read of ``Bilateral_Table_ID``
-   every ``keepalive_s`` finds a silent link within ``keepalive_s + request_timeout_s``.
+   every ``keepalive_s`` (of the remote's configuration) finds a silent link within ``keepalive_s +
+   request_timeout_s``.
 
 On link loss the sink hears ``on_link(False, ...)`` (the RTDB marks the points COMM_LOST) and the worker starts again
 at step 1 with exponential back-off (``reconnect_backoff_s`` .. ``reconnect_backoff_max_s``), recreating data sets
@@ -44,7 +45,6 @@ from typing import Protocol
 
 from open61850.data import BoolData, IECData
 
-from iccp.config import RemoteCentre
 from iccp.errors import IccpError, MmsError
 from iccp.mms.client import AeTitle, MmsAssociation, MmsClientConfig, MmsEndpoint
 from iccp.mms.client_codec import InformationReport
@@ -66,6 +66,7 @@ from iccp.tase2.model import (
 from iccp.tase2.model import (
     ObjectName as Tase2Name,
 )
+from models.iccp_config import RemoteCentre
 from models.points import PointDef, Quality
 from models.protocols.iccp import point_type_name
 from models.timebase import now_ms
@@ -229,7 +230,7 @@ class Tase2Client:
     """Imports the points of one remote centre; see the module docstring. ``start`` / ``stop``; thread-safe."""
 
     def __init__(self, remote: RemoteCentre, local: PeerIdentity, points: Sequence[PointDef], sink: Tase2ClientSink,
-                 *, prefix: str = DEFAULT_PREFIX, keepalive_s: float = 5.0, tle_s: int = 0) -> None:
+                 *, prefix: str = DEFAULT_PREFIX, tle_s: int = 0) -> None:
         if not points:
             raise Tase2ClientError(f"ICCP remote {remote.name!r}: no imported points")
         self.remote = remote
@@ -237,7 +238,6 @@ class Tase2Client:
         self.map = ImportMap(remote, points)
         self.sink = sink
         self.prefix = prefix
-        self.keepalive_s = keepalive_s
         self.tle_s = tle_s
         self.info: RemoteInfo | None = None
         self.data_sets: list[_DataSet] = []
@@ -260,17 +260,17 @@ class Tase2Client:
         self._thread.start()
 
     def stop(self, timeout_s: float = 5.0) -> None:
-        """Release the association (the remote frees our transfer sets) and join the worker."""
+        """The worker releases the association (the remote frees our transfer sets) and ends; a worker still busy
+        after ``timeout_s`` (blocked in a request to a silent remote) is interrupted by aborting the association."""
         self._stop.set()
         self._wake.set()
-        assoc = self._assoc
-        if assoc is not None:
-            try:
-                assoc.release(min(timeout_s, 2.0))
-            except MmsError:
-                assoc.abort()
         if self._thread is not None:
             self._thread.join(timeout_s)
+            if self._thread.is_alive():
+                assoc = self._assoc
+                if assoc is not None:
+                    assoc.abort()
+                self._thread.join(timeout_s)
             self._thread = None
 
     def interrogate(self) -> None:
@@ -293,7 +293,8 @@ class Tase2Client:
             calling=AeTitle(self.local.ap_title.arcs, self.local.ae_qualifier),
             called=AeTitle(r.identity.ap_title.arcs, r.identity.ae_qualifier),
             connect_timeout_s=r.connect_timeout_s, request_timeout_s=r.request_timeout_s,
-            release_timeout_s=min(r.request_timeout_s, 2.0))
+            # a release waits while reports still drain ahead of the Conclude, but inside stop()'s 5 s join
+            release_timeout_s=min(r.request_timeout_s, 2.0), release_drain_max_s=4.0)
 
     # ----------------------------------------------------------------------------------------------- worker
     def _run(self) -> None:
@@ -316,9 +317,17 @@ class Tase2Client:
                 log.exception("ICCP remote %s: client error", self.remote.name)
                 self.sink.count("client_errors")
             finally:
+                # Only this thread ends its association (a release from stop() would race this abort): an orderly
+                # release when stopping, an abort after a failure.
                 assoc, self._assoc = self._assoc, None
                 if assoc is not None and assoc.is_open:
-                    assoc.abort()
+                    if self._stop.is_set():
+                        try:
+                            assoc.release(2.0)
+                        except MmsError:
+                            assoc.abort()
+                    else:
+                        assoc.abort()
             if self._up:
                 self._up = False
                 self.sink.count("link_down")
@@ -362,7 +371,7 @@ class Tase2Client:
         for ds in self.data_sets:
             self._start_transfer_set(assoc, ds)
         self._read_all(assoc)
-        next_keepalive = time.monotonic() + self.keepalive_s
+        next_keepalive = time.monotonic() + r.keepalive_s
         while not self._stop.is_set():
             if not assoc.is_open:
                 return f"association with {address} ended ({assoc.close_reason.value if assoc.close_reason else '?'})"
@@ -371,8 +380,8 @@ class Tase2Client:
                 self._read_all(assoc)
             if time.monotonic() >= next_keepalive:
                 assoc.read_one(ObjectName.in_domain(r.domain, "Bilateral_Table_ID"))
-                next_keepalive = time.monotonic() + self.keepalive_s
-            self._wake.wait(min(0.5, self.keepalive_s))
+                next_keepalive = time.monotonic() + r.keepalive_s
+            self._wake.wait(min(0.5, r.keepalive_s))
             self._wake.clear()
         return "stopped"
 

@@ -23,8 +23,31 @@ link down, busy, adapter down, time-out     temporarily-unavailable (2)
 negative answer of the field                hardware-fault (1)
 ==========================================  ==========================
 
-The command service blocks for the field round trip (up to the control's ``timeout_s``); the server calls device
-control on its loop, so an operation holds the other associations for that time (see ``iccp.tase2.server``).
+Peer tags with :class:`CommandServiceDevices` and the SCADA tag store (``scada.tags.TagStore``, ``center.tags``):
+a tag the peer writes is a SCADA tag on the device's point, placed as the peer's operator (``BilateralTable.operator``),
+so operators see it and it blocks their commands like any tag; an operator's tag shows to the peer. The mapping:
+
+=================================  ==========================================================================
+peer writes ``<Device>_TAG``       SCADA tag store
+=================================  ==========================================================================
+OPEN_AND_CLOSE_INHIBIT             HOLD on the point, reason ``[TASE.2 <peer>: open and close inhibit] <reason>``
+CLOSE_ONLY_INHIBIT                 HOLD as well (SCADA has no close-only kind: HOLD is the safe superset, it
+                                   blocks opening too, for operators and the peer), reason
+                                   ``[TASE.2 <peer>: close only inhibit] <reason>``
+NONE                               this peer's active tags on the point removed (as its operator); tags placed
+                                   by operators or other peers stay
+INVALID                            refused: object-value-invalid
+=================================  ==========================================================================
+
+A new peer tag replaces the peer's previous one on that point. Reading ``<Device>_TAG``: any blocking tag (HOLD,
+CLEARANCE, on the point or its network element) that is not this peer's reads as OPEN_AND_CLOSE_INHIBIT with
+``<kind> by <operator>: <reason>``; otherwise the peer's own tag reads back with its class and reason; otherwise
+NONE (INFO, FAULTED and PARALLEL_ALLOWED block no command on the device and read as NONE). The ``armed`` bit is set
+while the device is selected. The store is the only state (the reason prefix identifies the peer's tags), so a
+restart or a second server sees the same tags. Without a tag store the peer's tag stays in :class:`SelectBook`.
+
+The command service blocks for the field round trip (up to the control's ``timeout_s``) and the tag store reads a
+database: the server calls device control on its worker pool, never on its event loop (see ``iccp.tase2.server``).
 """
 
 from __future__ import annotations
@@ -88,8 +111,8 @@ class _Selection:
 class SelectBook:
     """Selections and peer tags per device (thread-safe); the shared half of every implementation."""
 
-    def __init__(self, select_timeout_s: float = 30.0) -> None:
-        self.select_timeout_s = select_timeout_s
+    def __init__(self, select_timeout_s: float | None = None) -> None:
+        self.select_timeout_s = select_timeout_s  # None: each peer's own (``[[iccp.peers]] select_timeout_s``)
         self._selections: dict[str, _Selection] = {}
         self._tags: dict[str, TagValue] = {}
         self._ids = itertools.count(1)
@@ -118,8 +141,11 @@ class SelectBook:
                 raise DeviceRefused(DataAccessCode.OBJECT_ACCESS_DENIED,
                                     f"device {device.device.name!r} is selected by {sel.peer}")
             cbid = next(self._ids) % 32768
-            self._selections[key] = _Selection(table.peer, cbid, now + self.select_timeout_s)
+            self._selections[key] = _Selection(table.peer, cbid, now + self.timeout_s(table))
         return cbid
+
+    def timeout_s(self, table: BilateralTable) -> float:
+        return self.select_timeout_s if self.select_timeout_s is not None else table.select_timeout_s
 
     def take_selection(self, table: BilateralTable, device: BilateralDevice) -> None:
         """Check and consume the selection before an operate (devices without SBO need none)."""
@@ -131,7 +157,7 @@ class SelectBook:
         if sel is None or sel.expires_mono <= time.monotonic() or sel.peer != table.peer:
             raise DeviceRefused(DataAccessCode.OBJECT_ACCESS_DENIED,
                                 f"device {device.device.name!r}: operate without a valid select (read "
-                                f"{device.device.sbo_name} first; a selection lasts {self.select_timeout_s:g} s)")
+                                f"{device.device.sbo_name} first; a selection lasts {self.timeout_s(table):g} s)")
 
     def selected(self, table: BilateralTable, device: BilateralDevice) -> bool:
         sel = self._selections.get(self.key(table, device))
@@ -154,7 +180,7 @@ class CallbackDevices:
     """Device control by a function ``operate(device, value) -> None or a refusal sentence``."""
 
     def __init__(self, operate: Callable[[BilateralDevice, float], str | None], *,
-                 select_timeout_s: float = 30.0) -> None:
+                 select_timeout_s: float | None = None) -> None:
         self._operate = operate
         self.book = SelectBook(select_timeout_s)
         self.operations: list[tuple[str, str, float]] = []  # (peer, device, value)
@@ -190,20 +216,50 @@ _REFUSAL_CODES = {
     "busy": DataAccessCode.TEMPORARILY_UNAVAILABLE,
 }
 _TRANSIENT_STATUS = {"timeout", "link_down", "adapter_down"}
+_TAG_LABELS = {TagClass.OPEN_AND_CLOSE_INHIBIT: "open and close inhibit",
+               TagClass.CLOSE_ONLY_INHIBIT: "close only inhibit"}
+_TAG_REASON_BYTES = 255
+
+
+def _peer_tag_prefix(peer: str) -> str:
+    return f"[TASE.2 {peer}: "
+
+
+def _peer_tag_class(peer: str, reason: str) -> tuple[TagClass, str] | None:
+    """(class, peer's reason) when ``reason`` is that of a tag this peer placed, else None."""
+    prefix = _peer_tag_prefix(peer)
+    if not reason.startswith(prefix):
+        return None
+    label, sep, rest = reason[len(prefix):].partition("] ")
+    if not sep and reason.endswith("]"):
+        label, rest = reason[len(prefix):-1], ""
+    for tag_class, text in _TAG_LABELS.items():
+        if label == text:
+            return tag_class, rest
+    return None
+
+
+def _tag_reason(text: str) -> str:
+    """A TASE.2 tag Reason: visible ASCII, at most 255 characters."""
+    return text.encode("ascii", "replace").decode("ascii")[:_TAG_REASON_BYTES]
 
 
 class CommandServiceDevices:
     """Device control over ``scada.commands.CommandService``. ``operators``: the station's operators (the peer's
-    ``operator`` must be one of them); ``tags``: the SCADA tag checker (a blocking tag reads as inhibit)."""
+    ``operator`` must be one of them); ``tags``: the SCADA tag store (``scada.tags.TagStore``: peer tags go there,
+    see the module docstring), or any object with ``blocking(point)`` (then a blocking tag reads as inhibit and
+    the peer's tags stay in the device layer)."""
 
     def __init__(self, commands: Any, points: Iterable[PointDef], operators: Iterable[Any], *,
-                 tags: Any | None = None, audit: Any | None = None, select_timeout_s: float = 30.0) -> None:
+                 tags: Any | None = None, audit: Any | None = None, select_timeout_s: float | None = None) -> None:
         self._commands = commands
         self._points: Mapping[str, PointDef] = {p.name: p for p in points}
         self._operators = {o.name: o for o in operators}
         self._tags = tags
+        self._store = tags if all(hasattr(tags, m) for m in ("place", "remove", "active", "blocking")) else None
         self._audit = audit
         self.book = SelectBook(select_timeout_s)
+        self._tag_lock = threading.Lock()  # one peer tag change at a time (remove the old, place the new)
 
     def _resolve(self, table: BilateralTable, device: BilateralDevice) -> tuple[PointDef, Any]:
         p = self._points.get(device.point)
@@ -218,9 +274,11 @@ class CommandServiceDevices:
 
     def _record(self, op: Any, p: PointDef, action: str, value: float, outcome: str, reason: str,
                 detail: str) -> None:
-        if self._audit is not None:
+        if self._audit is not None:  # the audit knows refused/sent/answered: a local select or tag is "answered"
+            refused = outcome == "refused"
             self._audit.record(operator=op.name, role=op.role.value, point=p.id, point_name=p.name, action=action,
-                               value=float(value), outcome=outcome, reason=reason, detail=detail)
+                               value=float(value), outcome="refused" if refused else "answered", reason=reason,
+                               field_status="" if refused else outcome, field_detail=detail)
 
     def select(self, table: BilateralTable, device: BilateralDevice) -> int:
         p, op = self._resolve(table, device)
@@ -265,15 +323,53 @@ class CommandServiceDevices:
     def tag(self, table: BilateralTable, device: BilateralDevice) -> TagValue:
         tag = self.book.tag(table, device)
         p = self._points.get(device.point)
-        if self._tags is not None and p is not None and tag.tag is TagClass.NONE:
+        if self._tags is None or p is None:
+            return tag
+        if self._store is None:
             blocking = self._tags.blocking(p)
-            if blocking:
-                reason = str(getattr(blocking[0], "reason", ""))[:255]
-                return TagValue(TagClass.OPEN_AND_CLOSE_INHIBIT, tag.armed, reason)
-        return tag
+            if tag.tag is TagClass.NONE and blocking:
+                reason = str(getattr(blocking[0], "reason", ""))
+                return TagValue(TagClass.OPEN_AND_CLOSE_INHIBIT, tag.armed, _tag_reason(reason))
+            return tag
+        for t in self._store.blocking(p):
+            if _peer_tag_class(table.peer, t.reason) is None:  # an operator's (or another peer's) tag
+                return TagValue(TagClass.OPEN_AND_CLOSE_INHIBIT, tag.armed,
+                                _tag_reason(f"{t.kind} by {t.operator}: {t.reason}"))
+        for t in self._store.active(p.name):
+            own = _peer_tag_class(table.peer, t.reason)
+            if own is not None:
+                return TagValue(own[0], tag.armed, _tag_reason(own[1]))
+        return TagValue(TagClass.NONE, tag.armed, "")
 
     def set_tag(self, table: BilateralTable, device: BilateralDevice, tag: TagValue) -> None:
-        self.book.set_tag(table, device, tag)
+        if self._store is None:
+            self.book.set_tag(table, device, tag)
+            return
+        from scada.errors import ScadaError
+        from scada.tags import TagKind
+
+        p, op = self._resolve(table, device)
+        if tag.tag is TagClass.INVALID:
+            raise DeviceRefused(DataAccessCode.OBJECT_VALUE_INVALID,
+                                f"device {device.device.name!r}: tag class INVALID cannot be set")
+        reason = (f"{_peer_tag_prefix(table.peer)}{_TAG_LABELS[tag.tag]}] {tag.reason or 'no reason given'}"
+                  if tag.tag is not TagClass.NONE else "")
+        try:
+            with self._tag_lock:
+                own = [t for t in self._store.active(p.name) if _peer_tag_class(table.peer, t.reason) is not None]
+                if reason and [t.reason for t in own] == [reason]:
+                    return  # the same tag again
+                for t in own:
+                    self._store.remove(t.id, op.name, f"replaced or cleared by TASE.2 peer {table.peer}")
+                if reason:
+                    placed = self._store.place(p.name, TagKind.HOLD, op.name, reason)
+        except ScadaError as exc:
+            log.warning("device %s: peer %s tag %s not stored: %s", device.device.name, table.peer, tag.tag.name, exc)
+            raise DeviceRefused(DataAccessCode.TEMPORARILY_UNAVAILABLE,
+                                f"device {device.device.name!r}: tag not stored: {exc}") from None
+        detail = f"peer {table.peer}: {tag.tag.name}" + (f" (tag {placed.id})" if reason else "")
+        self._record(op, p, "tase2_tag", float(tag.tag), "tagged" if reason else "untagged", "", detail)
+        log.info("device %s: peer %s set tag %s (%s)", device.device.name, table.peer, tag.tag.name, tag.reason)
 
 
 def _control_value(p: PointDef, device: BilateralDevice, value: float) -> float:

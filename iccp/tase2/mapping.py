@@ -27,28 +27,13 @@ from dataclasses import dataclass
 from iccp.tase2.model import CurrentSource, DataFlags, PointType, PointValue, State, Tase2Error, Validity
 from models.calculated_points import CALCULATED_FRONTEND, SE_SOURCE
 from models.points import PointDef, PointKind, Quality
+from models.protocols.iccp import value_fits
 
 __all__ = ["RtdbValue", "flags_from_quality", "from_tase2", "quality_from_flags", "to_tase2", "value_fits"]
 
 _NOT_VALID = Quality.INVALID | Quality.COMM_LOST
 _HELD = Quality.BLOCKED | Quality.OPERATOR_BLOCKED
 _SUSPECT = Quality.QUESTIONABLE | Quality.NOT_TOPICAL | Quality.OVERFLOW
-
-#: Which TASE.2 base types fit which RTDB point kind.
-_BASES: dict[PointKind, frozenset[str]] = {
-    PointKind.SINGLE: frozenset({"State", "Discrete"}),
-    PointKind.DOUBLE: frozenset({"State", "Discrete"}),
-    PointKind.ANALOG: frozenset({"Real", "Discrete"}),
-    PointKind.COUNTER: frozenset({"Real", "Discrete"}),
-    PointKind.SETPOINT: frozenset({"Real", "Discrete"}),
-    PointKind.COMMAND: frozenset(),
-}
-
-
-def value_fits(kind: PointKind, point_type: PointType) -> bool:
-    """Whether a point of ``kind`` can be exchanged as ``point_type``."""
-    return point_type.base in _BASES[kind]
-
 
 @dataclass(frozen=True, slots=True)
 class RtdbValue:

@@ -1,5 +1,8 @@
 """The TASE.2 (IEC 60870-6-503/802) object model as pure data: types, their MMS type descriptions, and their
-encoding to and from open61850 ``IECData`` values. No sockets here.
+encoding to and from open61850 ``IECData`` values. No sockets here. The option enums the station configuration
+names (:class:`PointType`, :class:`FlagsLayout`, :class:`StateEncoding`, :class:`Scope`, :class:`ControlKind`) live in
+``models.protocols.iccp`` and :class:`DeviceDef` in ``models.iccp_config`` (``models`` never imports ``iccp``); they
+are re-exported here with their encodings.
 
 The standards are not available to the project; the model below was cross-checked from several implementations.
 Where they disagree, the choice made here is documented and the decoders accept the other reading.
@@ -59,7 +62,8 @@ from open61850.data import (
 from open61850.mms.types import MmsType, PrimitiveType, StructureType
 
 from iccp.errors import IccpError
-from models.protocols.iccp import REFERENCE_RE
+from models.iccp_config import DeviceDef
+from models.protocols.iccp import IDENTIFIER_RE, ControlKind, FlagsLayout, PointType, Scope, StateEncoding
 
 __all__ = [
     "BILATERAL_TABLE_ID_MMS_TYPE",
@@ -93,6 +97,7 @@ __all__ = [
     "Tase2Version",
     "TransferReportHeader",
     "Validity",
+    "control_mms_type",
     "decode_bilateral_table_id",
     "decode_command",
     "decode_conditions",
@@ -117,9 +122,6 @@ class Tase2Error(IccpError):
 class Tase2DecodeError(Tase2Error):
     """An MMS value that does not decode as the TASE.2 type expected; names the object and the problem."""
 
-
-#: MMS Identifier as TASE.2 uses it: a letter or ``_``, then letters, digits, ``_`` or ``$``; at most 32 characters.
-IDENTIFIER_RE = REFERENCE_RE
 
 # --------------------------------------------------------------------------------------------------- primitives
 _INT8 = PrimitiveType("integer", 8)
@@ -176,13 +178,6 @@ def _ident(name: str, what: str, value: str) -> str:
 
 
 # --------------------------------------------------------------------------------------------------- bit strings
-class FlagsLayout(StrEnum):
-    """How named bits map onto the octet (see the module text)."""
-
-    MSB_FIRST = "msb_first"  # ASN.1 numbering: bit 0 is 0x80 of the first octet (standard-shaped)
-    LSB_FIRST = "lsb_first"  # bit n is 1 << n (libiec61850's tase2 module and others reading the octet as an int)
-
-
 def _bits_to_data(bits: int, size: int, layout: FlagsLayout) -> BitStringData:
     """``bits``: bit n set = named bit n. Returns a bit string of ``size`` bits."""
     n_octets = (size + 7) // 8
@@ -274,13 +269,6 @@ def decode_bilateral_table_id(d: IECData) -> str:
 
 
 # --------------------------------------------------------------------------------------------------- ObjectName
-class Scope(IntEnum):
-    """Scope member of a TASE.2 ObjectName."""
-
-    VCC = 0
-    ICC = 1
-
-
 @dataclass(frozen=True, slots=True)
 class ObjectName:
     """TASE.2 ObjectName {Scope, DomainName, Name}; ``domain`` is empty in VCC scope."""
@@ -347,13 +335,6 @@ class State(IntEnum):
     INVALID = 3
 
 
-class StateEncoding(StrEnum):
-    """Where a Data_State value is encoded (see the module text); decoders accept both."""
-
-    IN_FLAGS = "in_flags"
-    SEPARATE_VALUE = "separate_value"
-
-
 @dataclass(frozen=True, slots=True)
 class DataFlags:
     """The quality part of Data_Flags (the state bits are not quality: they travel with the value)."""
@@ -397,44 +378,6 @@ class _Base(StrEnum):
     REAL = "Real"
     STATE = "State"
     DISCRETE = "Discrete"
-
-
-class PointType(StrEnum):
-    """TASE.2 indication point types; the value is the type name."""
-
-    DATA_REAL = "Data_Real"
-    DATA_STATE = "Data_State"
-    DATA_DISCRETE = "Data_Discrete"
-    DATA_REAL_Q = "Data_RealQ"
-    DATA_STATE_Q = "Data_StateQ"
-    DATA_DISCRETE_Q = "Data_DiscreteQ"
-    DATA_REAL_Q_TIMETAG = "Data_RealQTimeTag"
-    DATA_STATE_Q_TIMETAG = "Data_StateQTimeTag"
-    DATA_DISCRETE_Q_TIMETAG = "Data_DiscreteQTimeTag"
-    DATA_REAL_Q_TIMETAG_EXT = "Data_RealQTimeTagExtended"
-    DATA_STATE_Q_TIMETAG_EXT = "Data_StateQTimeTagExtended"
-    DATA_DISCRETE_Q_TIMETAG_EXT = "Data_DiscreteQTimeTagExtended"
-
-    @property
-    def base(self) -> str:
-        """``Real``, ``State`` or ``Discrete``."""
-        return self.value[5:].split("Q", 1)[0]
-
-    @property
-    def has_flags(self) -> bool:
-        return "Q" in self.value[5:]
-
-    @property
-    def has_time(self) -> bool:
-        return "TimeTag" in self.value
-
-    @property
-    def extended(self) -> bool:
-        return self.value.endswith("Extended")
-
-    @property
-    def is_state(self) -> bool:
-        return self.base == _Base.STATE
 
 
 @dataclass(frozen=True, slots=True)
@@ -678,17 +621,14 @@ class TransferReportHeader:
 
 
 # --------------------------------------------------------------------------------------------------- device control
-class ControlKind(StrEnum):
-    """What ``<Device>`` takes when written."""
-
-    COMMAND = "command"  # Integer16: 0 OFF/TRIP/OPEN, 1 ON/CLOSE
-    SETPOINT_REAL = "setpoint_real"  # Float32
-    SETPOINT_DISCRETE = "setpoint_discrete"  # Integer16
-
-
 CHECK_BACK_ID_MMS_TYPE: MmsType = _INT16
 _CONTROL_MMS_TYPES: dict[ControlKind, MmsType] = {
     ControlKind.COMMAND: _INT16, ControlKind.SETPOINT_REAL: _FLOAT32, ControlKind.SETPOINT_DISCRETE: _INT16}
+
+
+def control_mms_type(kind: ControlKind) -> MmsType:
+    """The MMS type of ``<Device>`` (what a write to operate it takes)."""
+    return _CONTROL_MMS_TYPES[kind]
 
 
 class TagClass(IntEnum):
@@ -719,37 +659,6 @@ class TagValue:
         flags, reason = _members(name, "value", d, 2)
         bits = _bits_from_data(name, "TagFlags", flags, layout)
         return cls(TagClass((bits & 1) << 1 | bits >> 1 & 1), bool(bits >> 2 & 1), _str_of(name, "Reason", reason))
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceDef:
-    """A controllable device: ``<name>`` (operate), ``<name>_SBO`` (select, when ``sbo``), ``<name>_TAG``."""
-
-    name: str
-    kind: ControlKind = ControlKind.COMMAND
-    sbo: bool = True
-    tag: bool = True
-
-    def __post_init__(self) -> None:
-        _ident("device", "name", self.name)
-        if len(self.name) > 28:  # room for the _SBO / _TAG suffix within 32 characters
-            raise Tase2Error(f"device {self.name!r}: name longer than 28 characters leaves no room for _SBO/_TAG")
-
-    @property
-    def sbo_name(self) -> str:
-        return f"{self.name}_SBO"
-
-    @property
-    def tag_name(self) -> str:
-        return f"{self.name}_TAG"
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        return (self.name, *((self.sbo_name,) if self.sbo else ()), *((self.tag_name,) if self.tag else ()))
-
-    @property
-    def mms_type(self) -> MmsType:
-        return _CONTROL_MMS_TYPES[self.kind]
 
 
 def encode_command(kind: ControlKind, value: float, name: str = "device") -> IECData:

@@ -15,11 +15,16 @@ import math
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from iccp.errors import IccpError
+from iccp.mms.codec import DataAccessCode
+from iccp.tase2.bilateral import BilateralTable
 from iccp.tase2.mapping import RtdbValue
 from models.points import PointDef, Quality
+
+if TYPE_CHECKING:
+    from iccp.tase2.peer_writes import PeerWrites
 
 __all__ = [
     "ChangeListener",
@@ -38,7 +43,12 @@ UNKNOWN_VALUE = RtdbValue(math.nan, Quality.INVALID | Quality.COMM_LOST, -1)
 
 
 class PointSourceError(IccpError):
-    """A point source was asked about a point it does not hold, or refused a write."""
+    """A point source was asked about a point it does not hold, or refused a write; ``code`` is what the peer's
+    write gets."""
+
+    def __init__(self, message: str, code: DataAccessCode = DataAccessCode.OBJECT_ACCESS_DENIED) -> None:
+        self.code = code
+        super().__init__(message)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,8 +74,9 @@ class PointSource(Protocol):
         the server loop for every read and report."""
         ...
 
-    def write(self, point: str, value: RtdbValue) -> None:
-        """A peer wrote a writable point; raise :class:`PointSourceError` to refuse."""
+    def write(self, point: str, value: RtdbValue, *, table: BilateralTable) -> None:
+        """``table``'s peer wrote a point of its ``write`` list; raise :class:`PointSourceError` to refuse. May block
+        (a set-point command waits for the field)."""
         ...
 
     def add_listener(self, listener: ChangeListener) -> None:
@@ -135,7 +146,7 @@ class InMemoryPointSource(_Listeners):
     def set(self, point: str, value: float, quality: int = Quality.GOOD, source_time_ms: int = -1) -> None:
         self.update([(point, value, quality, source_time_ms)])
 
-    def write(self, point: str, value: RtdbValue) -> None:
+    def write(self, point: str, value: RtdbValue, *, table: BilateralTable | None = None) -> None:
         if not self._writable:
             raise PointSourceError(f"point source: {point!r} is not writable here")
         self.writes.append((point, value))
@@ -144,11 +155,11 @@ class InMemoryPointSource(_Listeners):
 
 class RtdbPointSource(_Listeners):
     """The RTDB's values of ``points`` (names): snapshots for reads, one RTDB subscription (drained by a thread
-    started with :meth:`start`) for changes. Peer writes are refused: values entering the RTDB come through the front
-    ends and commands through device control (``iccp.tase2.devices``)."""
+    started with :meth:`start`) for changes. Peer writes go to ``writes`` (``iccp.tase2.peer_writes``: set-point
+    commands on the command path, values of remote-centre points into the RTDB); without it every write is refused."""
 
     def __init__(self, rtdb: object, points: Iterable[str], *, name: str = "iccp-server",
-                 max_pending: int = 256) -> None:
+                 max_pending: int = 256, writes: PeerWrites | None = None) -> None:
         super().__init__()
         from scada.rtdb import Rtdb  # iccp may import scada; imported here to keep iccp.tase2 importable without it
 
@@ -164,6 +175,7 @@ class RtdbPointSource(_Listeners):
         self._sub: object | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self._writes = writes
 
     def definition(self, point: str) -> PointDef | None:
         return self._defs.get(point)
@@ -183,9 +195,15 @@ class RtdbPointSource(_Listeners):
             out.append(RtdbValue(float(row["value"]), Quality(int(row["quality"])), int(row["source_time_ms"])))
         return out
 
-    def write(self, point: str, value: RtdbValue) -> None:
-        raise PointSourceError(f"point {point!r}: the RTDB takes values from its front ends only; a peer operates "
-                               "equipment through TASE.2 device control")
+    def write(self, point: str, value: RtdbValue, *, table: BilateralTable) -> None:
+        p = self._defs.get(point)
+        if p is None:
+            raise PointSourceError(f"peer {table.peer!r}: point {point!r} is not published",
+                                   DataAccessCode.OBJECT_NON_EXISTENT)
+        if self._writes is None:
+            raise PointSourceError(f"peer {table.peer!r}: point {point!r}: this server takes no peer writes (no "
+                                   "command service / RTDB writer configured)")
+        self._writes.write(table, p, value)
 
     def start(self) -> None:
         if self._thread is not None:

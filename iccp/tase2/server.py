@@ -12,8 +12,9 @@ every association). What a peer sees:
   objects (``<Device>``, ``<Device>_SBO``, ``<Device>_TAG``); name lists show exactly these;
 * reads of points: the TASE.2 type of the table entry, value/flags/time from ``iccp.tase2.mapping``; component access
   into any structure (``DSTransferSet01.Status``, ``P.Flags``); anything outside the table: object-access-denied;
-  writes: only to the table's writable points (to :meth:`PointSource.write`), transfer sets, ``Transfer_Report_ACK``
-  and devices; everything else object-access-denied;
+  writes: only to the table's writable points (to :meth:`PointSource.write` on the device worker pool: with the RTDB
+  source a set-point command or an RTDB value, see ``iccp.tase2.peer_writes``; a value of another TASE.2 type:
+  type-inconsistent), transfer sets, ``Transfer_Report_ACK`` and devices; everything else object-access-denied;
 * data sets (named variable lists) in its ICC domain (shared by the peer's associations, kept after they end) and in
   association scope (dropped with the association): define/delete/attributes, members checked against the table
   (points and header members, no component access), at most ``limits.max_data_sets`` of at most
@@ -30,13 +31,18 @@ report can carry only the changed members. :attr:`ReportShape.NAMED_LIST` sends 
 set's name (its own scope; results in member order, header members where the data set has them); RBE reports of
 changed members still go as a variable list.
 
-Device control: ``devices`` (``iccp.tase2.devices``). Its command-service implementation blocks for the field round
-trip and runs on the server loop: other associations wait meanwhile (bounded by the control time-out).
+Device control: ``devices`` (``iccp.tase2.devices``). Selects (``<Device>_SBO`` reads), operates (``<Device>``
+writes), tag reads and tag writes wait for the SCADA command path (the field round trip, up to the control's
+time-out) or the tag store, so they run on a small worker pool (``device_workers`` threads, at most
+``max_device_jobs`` queued or running; beyond that the item gets temporarily-unavailable) and the request is answered
+through the MMS server's deferred responses: the loop keeps serving every association meanwhile. The other items of
+the same request are computed on the loop first; the device items of one request run in order in one worker job.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import dataclasses
 import logging
 import re
@@ -50,13 +56,13 @@ from typing import Any
 from open61850.data import IECData, IntData, StructureData
 from open61850.mms.types import MmsType, StructureType
 
-from iccp.config import IccpConfig
 from iccp.errors import AssociationRefused, IccpError, MmsServiceError
 from iccp.mms import (
     AccessResult,
     AssociationHandle,
     AssociationInfo,
     DataAccessCode,
+    Deferred,
     DeleteListRequest,
     DeleteResult,
     DeleteScope,
@@ -76,9 +82,17 @@ from iccp.mms import (
     VariableSpec,
     codec,
 )
-from iccp.tase2.bilateral import AccessDenied, ApTitle, BilateralPoint, BilateralTable, Operation, PeerIdentity
+from iccp.tase2.bilateral import (
+    AccessDenied,
+    ApTitle,
+    BilateralPoint,
+    BilateralTable,
+    Operation,
+    PeerIdentity,
+    check_write,
+)
 from iccp.tase2.devices import DeviceControl, DeviceRefused
-from iccp.tase2.mapping import from_tase2, to_tase2
+from iccp.tase2.mapping import RtdbValue, from_tase2, to_tase2
 from iccp.tase2.model import (
     CHECK_BACK_ID_MMS_TYPE,
     ICC_OBJECTS,
@@ -91,6 +105,7 @@ from iccp.tase2.model import (
     TagValue,
     Tase2Error,
     TransferReportHeader,
+    control_mms_type,
     decode_command,
     decode_point,
     encode_bilateral_table_id,
@@ -102,6 +117,7 @@ from iccp.tase2.model import (
 from iccp.tase2.model import ObjectName as Tase2Name
 from iccp.tase2.point_source import PointSource, PointSourceError, SourceChange
 from iccp.tase2.transfer_sets import PendingReport, TransferSetEngine, TransferSetError
+from models.iccp_config import IccpConfig
 
 __all__ = ["ACK_NAME", "ReportShape", "ServerStats", "Tase2Server"]
 
@@ -176,7 +192,7 @@ class Tase2Server:
                  mms: MmsServerConfig | None = None, report_shape: ReportShape = ReportShape.VARIABLE_LIST,
                  ack_timeout_s: float = 5.0, ack_retries: int = 2,
                  on_alarm: Callable[[str, str, str], None] | None = None,
-                 identity: Identity = DEFAULT_IDENTITY) -> None:
+                 identity: Identity = DEFAULT_IDENTITY, device_workers: int = 4, max_device_jobs: int = 16) -> None:
         if not config.peers:
             raise Tase2Error("TASE.2 server: no [[iccp.peers]] bilateral table, nobody could associate")
         self.config = config
@@ -199,6 +215,13 @@ class Tase2Server:
         self._lock = threading.Lock()
         self.stats = ServerStats()
         self._listening = False
+        if device_workers < 1 or max_device_jobs < 1:
+            raise Tase2Error(f"TASE.2 server: device_workers {device_workers} and max_device_jobs {max_device_jobs} "
+                             "must be at least 1")
+        self.device_workers = device_workers
+        self.max_device_jobs = max_device_jobs
+        self._device_jobs = 0  # queued or running on the worker pool (under _lock)
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
 
     # ------------------------------------------------------------------------------------------- lifecycle
     @property
@@ -206,6 +229,9 @@ class Tase2Server:
         return self.mms.port
 
     def start(self) -> None:
+        if self.devices is not None or any(bp.writable for t in self.config.peers for bp in t.points):
+            self._executor = concurrent.futures.ThreadPoolExecutor(self.device_workers,
+                                                                   thread_name_prefix="tase2-device")
         self.mms.start()
         self.source.add_listener(self._on_source_changes)
         self._listening = True
@@ -216,6 +242,9 @@ class Tase2Server:
             self.source.remove_listener(self._on_source_changes)
             self._listening = False
         self.mms.stop()
+        executor, self._executor = self._executor, None
+        if executor is not None:  # a running field round trip finishes on its own (its answer is dropped)
+            executor.shutdown(wait=False, cancel_futures=True)
 
     def __enter__(self) -> Tase2Server:
         self.start()
@@ -344,7 +373,7 @@ class Tase2Server:
         if dev is not None:
             d, op = dev
             special = {Operation.SELECT: CHECK_BACK_ID_MMS_TYPE, Operation.TAG: TagValue.MMS_TYPE}
-            return special.get(op, d.device.mms_type)
+            return special.get(op, control_mms_type(d.device.kind))
         bp = t.point(item)
         return point_mms_type(bp.type, t.state_encoding) if bp else None
 
@@ -356,15 +385,21 @@ class Tase2Server:
         return VariableAttributes(mms_type)
 
     # ------------------------------------------------------------------------------------------- reads
-    def read(self, ctx: _Peer, variables: Sequence[VariableSpec]) -> Sequence[AccessResult]:
+    def read(self, ctx: _Peer, variables: Sequence[VariableSpec]) -> Sequence[AccessResult] | Deferred:
         self.stats.reads += len(variables)
         now = int(time.time() * 1000)
         points: list[tuple[int, BilateralPoint]] = []
         out: list[AccessResult] = []
+        devices: list[tuple[int, Callable[[], AccessResult]]] = []
         for i, spec in enumerate(variables):
             bp = self._readable_point(ctx, spec.name)
             if bp is not None:
                 points.append((i, bp))
+                out.append(DataAccessCode.TEMPORARILY_UNAVAILABLE)
+                continue
+            call = self._device_read(ctx, spec)
+            if call is not None:
+                devices.append((i, call))
                 out.append(DataAccessCode.TEMPORARILY_UNAVAILABLE)
             else:
                 out.append(self._read_object(ctx, spec))
@@ -375,9 +410,9 @@ class Tase2Server:
                 comp = variables[i].component
                 out[i] = (_component(encoded, point_mms_type(bp.type, ctx.table.state_encoding), comp,
                                      bp.name) if comp and not isinstance(encoded, DataAccessCode) else encoded)
-        for r in out:
-            if r is _DENIED:
-                self.stats.denied += 1
+        if devices:
+            return Deferred(self._complete_on_worker(out, devices))
+        self.stats.denied += sum(1 for r in out if r is _DENIED)
         return out
 
     def _readable_point(self, ctx: _Peer, name: ObjectName) -> BilateralPoint | None:
@@ -441,22 +476,86 @@ class Tase2Server:
         return _component(value, mms_type, spec.component, str(name)) if spec.component and mms_type else value
 
     def _read_device(self, ctx: _Peer, spec: VariableSpec, device: Any, op: Operation) -> AccessResult:
-        if self.devices is None:
-            return _DENIED
-        try:
-            if op is Operation.SELECT:
-                value: IECData = IntData(self.devices.select(ctx.table, device))
-            elif op is Operation.TAG:
-                value = self.devices.tag(ctx.table, device).encode(ctx.table.flags_layout)
+        """A ``<Device>`` object read that does not reach device control (those go through _device_read)."""
+        return _DENIED  # no device control, or <Device> itself: written to operate, not read
+
+    def _device_read(self, ctx: _Peer, spec: VariableSpec) -> Callable[[], AccessResult] | None:
+        """The worker job of a ``<Device>_SBO`` / ``<Device>_TAG`` read, None when ``spec`` is not one."""
+        t, devices, name = ctx.table, self.devices, spec.name
+        if devices is None or name.scope is not NameScope.DOMAIN or name.domain != t.domain:
+            return None
+        dev = t.device_object(name.item)
+        if dev is None or dev[1] not in (Operation.SELECT, Operation.TAG):
+            return None
+        device, op = dev
+        mms_type = self._mms_type(ctx, name)  # on the loop: it looks at the transfer-set engine
+
+        def call() -> AccessResult:
+            try:
+                if op is Operation.SELECT:
+                    value: IECData = IntData(devices.select(t, device))
+                else:
+                    value = devices.tag(t, device).encode(t.flags_layout)
+            except DeviceRefused as exc:
+                log.info("peer %s: %s", t.peer, exc)
+                return exc.code
+            except Tase2Error as exc:
+                log.warning("peer %s: %s", t.peer, exc)
+                return DataAccessCode.OBJECT_VALUE_INVALID
+            if spec.component and mms_type is not None:
+                return _component(value, mms_type, spec.component, str(name))
+            return value
+
+        return call
+
+    @property
+    def device_jobs(self) -> int:
+        """Device operations queued or running on the worker pool."""
+        return self._device_jobs
+
+    def _take_device_slot(self) -> bool:
+        with self._lock:
+            if self._device_jobs >= self.max_device_jobs:
+                return False
+            self._device_jobs += 1
+            return True
+
+    def _release_device_slot(self) -> None:
+        with self._lock:
+            self._device_jobs -= 1
+
+    async def _complete_on_worker(self, out: list[Any], jobs: list[tuple[int, Callable[[], Any]]]) -> list[Any]:
+        """Run the device items of one request in order on a worker; fill them into ``out`` (on the loop)."""
+        executor = self._executor
+        if executor is None or not self._take_device_slot():
+            log.warning("TASE.2 server: %d device operations queued or running already: refused",
+                        self.max_device_jobs)
+            results: list[Any] = [DataAccessCode.TEMPORARILY_UNAVAILABLE] * len(jobs)
+        else:
+            def run() -> list[Any]:
+                done: list[Any] = []
+                for _, job in jobs:
+                    try:
+                        done.append(job())
+                    except Exception:  # noqa: BLE001 - one failing device item must not fail the others
+                        log.exception("TASE.2 server: device operation failed")
+                        done.append(DataAccessCode.TEMPORARILY_UNAVAILABLE)
+                return done
+
+            try:
+                future = executor.submit(run)
+            except RuntimeError:  # stopping
+                self._release_device_slot()
+                future = None
+            if future is None:
+                results = [DataAccessCode.TEMPORARILY_UNAVAILABLE] * len(jobs)
             else:
-                return _DENIED  # <Device> is written to operate, not read
-        except DeviceRefused as exc:
-            log.info("peer %s: %s", ctx.table.peer, exc)
-            return exc.code
-        if spec.component:
-            mms_type = self._mms_type(ctx, spec.name)
-            return _component(value, mms_type, spec.component, str(spec.name)) if mms_type else value
-        return value
+                future.add_done_callback(lambda _f: self._release_device_slot())
+                results = await asyncio.wrap_future(future)
+        for (i, _), r in zip(jobs, results, strict=True):
+            out[i] = r
+        self.stats.denied += sum(1 for r in out if r is _DENIED)
+        return out
 
     def _foreign_ts(self, ctx: _Peer, item: str) -> DataAccessCode:
         with self._lock:
@@ -487,13 +586,39 @@ class Tase2Server:
 
     # ------------------------------------------------------------------------------------------- writes
     def write(self, ctx: _Peer, variables: Sequence[VariableSpec],
-              values: Sequence[IECData]) -> Sequence[DataAccessCode | None]:
+              values: Sequence[IECData]) -> Sequence[DataAccessCode | None] | Deferred:
         self.stats.writes += len(variables)
-        out = [self._write_one(ctx, spec, value) for spec, value in zip(variables, values, strict=True)]
+        out: list[DataAccessCode | None] = []
+        devices: list[tuple[int, Callable[[], DataAccessCode | None]]] = []
+        for i, (spec, value) in enumerate(zip(variables, values, strict=True)):
+            call = self._device_write(ctx, spec, value)
+            done = self._write_one(ctx, spec, value) if call is None else None
+            if callable(done):  # a point write for the source: may wait for the field (a set-point command)
+                call, done = done, None
+            if call is not None:
+                devices.append((i, call))
+                out.append(DataAccessCode.TEMPORARILY_UNAVAILABLE)
+            else:
+                out.append(done)
+        if devices:
+            return Deferred(self._complete_on_worker(out, devices))
         self.stats.denied += sum(1 for r in out if r is _DENIED)
         return out
 
-    def _write_one(self, ctx: _Peer, spec: VariableSpec, value: IECData) -> DataAccessCode | None:
+    def _device_write(self, ctx: _Peer, spec: VariableSpec,
+                      value: IECData) -> Callable[[], DataAccessCode | None] | None:
+        """The worker job of a ``<Device>`` (operate) or ``<Device>_TAG`` write, None when ``spec`` is not one."""
+        t, name = ctx.table, spec.name
+        if (self.devices is None or spec.component or name.scope is not NameScope.DOMAIN or name.domain != t.domain):
+            return None
+        dev = t.device_object(name.item)
+        if dev is None or dev[1] is Operation.SELECT:
+            return None
+        return lambda: self._write_device(ctx, value, *dev)
+
+    def _write_one(self, ctx: _Peer, spec: VariableSpec,
+                   value: IECData) -> DataAccessCode | None | Callable[[], DataAccessCode | None]:
+        """The outcome of one written variable, or the worker job of a point write that passed the checks."""
         t = ctx.table
         name = spec.name
         if name.scope is not NameScope.DOMAIN or name.domain != t.domain:
@@ -513,22 +638,27 @@ class Tase2Server:
         if dev is not None:
             return self._write_device(ctx, value, *dev)
         try:
-            bp = t.check_write(item)
+            bp = check_write(t, item)
         except AccessDenied as exc:
             log.info("%s", exc)
             return _DENIED
         pdef = self.source.definition(bp.point)
         if pdef is None:
             return DataAccessCode.TEMPORARILY_UNAVAILABLE
-        try:
-            pv = decode_point(bp.type, value, name=bp.name, layout=t.flags_layout)
-            self.source.write(bp.point, from_tase2(pdef, bp.type, pv))
+        try:  # the value must have the entry's TASE.2 type and fit the point (mapping.value_fits)
+            written = from_tase2(pdef, bp.type, decode_point(bp.type, value, name=bp.name, layout=t.flags_layout))
         except Tase2Error as exc:
             log.info("peer %s: write of %s refused: %s", t.peer, item, exc)
             return DataAccessCode.TYPE_INCONSISTENT
+        return lambda: self._write_point(t, bp, written)
+
+    def _write_point(self, t: BilateralTable, bp: BilateralPoint, written: RtdbValue) -> DataAccessCode | None:
+        """Hand a peer's write to the source, on a worker: a set-point write waits for the field round trip."""
+        try:
+            self.source.write(bp.point, written, table=t)
         except PointSourceError as exc:
-            log.info("peer %s: write of %s refused: %s", t.peer, item, exc)
-            return _DENIED
+            log.info("peer %s: write of %s refused: %s", t.peer, bp.name, exc)
+            return exc.code
         return None
 
     def _acknowledge(self, ctx: _Peer, value: IECData) -> DataAccessCode | None:

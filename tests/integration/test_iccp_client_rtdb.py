@@ -114,6 +114,7 @@ connect_timeout_s = 1
 request_timeout_s = 2
 reconnect_backoff_s = 0.2
 reconnect_backoff_max_s = 1
+keepalive_s = 1
 
 [[points]]
 name = "TSO.FREQ_SYS"
@@ -226,8 +227,7 @@ class _Sink:
 
 def _client(config: StationConfig, sink: _Sink) -> Tase2Client:
     assert config.iccp is not None
-    return Tase2Client(config.iccp.remote("TSO-ICCP"), config.iccp.identity, config.points_of_rtu("TSO-ICCP"), sink,
-                       keepalive_s=1.0)
+    return Tase2Client(config.iccp.remote("TSO-ICCP"), config.iccp.identity, config.points_of_rtu("TSO-ICCP"), sink)
 
 
 def test_client_imports_reports_and_rides_through_a_link_loss(tmp_path: Path, remote: _Remote) -> None:

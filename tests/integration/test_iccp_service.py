@@ -18,6 +18,7 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO / "tests") not in sys.path:
     sys.path.insert(0, str(REPO / "tests"))
 
+from iccp_stations import OUR_AP_TITLE, TSO_AP_TITLE, field_station, tso_peer  # noqa: E402
 from support import wait_for  # noqa: E402
 
 from iccp.errors import MmsError  # noqa: E402
@@ -28,56 +29,12 @@ from models.config import load_station_config  # noqa: E402
 from models.points import Priority, Quality  # noqa: E402
 from models.updates import Cause, LinkEvent, UpdateBatch, new_update_rows  # noqa: E402
 
-OUR = ((1, 3, 9999, 10), 10)
-TSO = ((1, 3, 9999, 20), 20)
+OUR = OUR_AP_TITLE
+TSO = TSO_AP_TITLE
 OTHER = ((1, 3, 9999, 30), 30)
 T0_MS = 1_795_000_000_000
 
-STATION = """
-[station]
-name = "iccp-service"
-
-[[operators]]
-name = "iccp-tso"
-role = "operator"
-token = "iccp-tso-token"
-
-[[rtus]]
-name = "R1"
-common_address = 1
-addresses = ["127.0.0.1:2404"]
-
-[[points]]
-name = "CB1"
-kind = "double"
-rtu = "R1"
-address = 100
-type = "M_DP_TB_1"
-control = { type = "double", address = 200 }
-
-[[points]]
-name = "F1-P"
-kind = "analog"
-rtu = "R1"
-address = 101
-type = "M_ME_NC_1"
-
-[iccp]
-ap_title = "1.3.9999.10"
-ae_qualifier = 10
-listen = "127.0.0.1:0"
-
-[[iccp.peers]]
-name = "TSO"
-ap_title = "1.3.9999.20"
-ae_qualifier = 20
-bilateral_table_id = "BLT_1"
-domain = "DSO1"
-operator = "iccp-tso"
-read = [{ point = "F1-P", name = "F1_P", type = "Data_RealQTimeTag" },
-        { point = "CB1", name = "CB1_STATE", type = "Data_StateQ" }]
-devices = [{ point = "CB1", name = "CB1_CTL" }]
-
+STATION = field_station("iccp-service") + tso_peer() + """
 [[iccp.remotes]]
 name = "TSO-ICCP"
 addresses = ["127.0.0.1:1"]

@@ -31,7 +31,6 @@ from open61850.data import BoolData, FloatData, IntData, StructureData  # noqa: 
 from support import wait_for  # noqa: E402
 from wire_capture import WireCapture, WireProtocol, start_or_skip  # noqa: E402
 
-from iccp.config import IccpConfig  # noqa: E402
 from iccp.mms import DataAccessCode, NameScope, ObjectClass, ObjectName, VariableSpec  # noqa: E402
 from iccp.mms.client import (  # noqa: E402
     AeTitle,
@@ -70,6 +69,7 @@ from iccp.tase2.model import ObjectName as Tase2Name  # noqa: E402
 from iccp.tase2.model import Scope as Tase2Scope  # noqa: E402
 from iccp.tase2.point_source import InMemoryPointSource  # noqa: E402
 from iccp.tase2.server import ReportShape, Tase2Server  # noqa: E402
+from models.iccp_config import IccpConfig  # noqa: E402
 from models.points import PointDef, PointKind, PointSource, Quality  # noqa: E402
 
 OUR = PeerIdentity(ApTitle((1, 3, 9999, 10)), 10)
@@ -515,14 +515,19 @@ class _Field:
             self.rtdb.ingest(UpdateBatch("field", rows, 0))
 
 
-def test_rtdb_source_and_command_service_devices() -> None:
+@pytest.fixture()
+def commanding(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """The SCADA command path: RTDB, CommandService with a field that answers, the real tag store and audit log,
+    CommandServiceDevices, and a TASE.2 server on an RTDB point source."""
     from iccp.tase2.devices import CommandServiceDevices
     from iccp.tase2.point_source import RtdbPointSource
     from models.config import OperatorConfig, Role, parse_station_config
     from models.points import DoubleState
     from models.updates import Cause, LinkEvent, UpdateBatch, new_update_rows
+    from scada.audit import AuditLog
     from scada.commands import CommandService
     from scada.rtdb import Rtdb
+    from scada.tags import TagStore
 
     rtdb = Rtdb(parse_station_config(RTDB_CONFIG))
     rtdb.start()
@@ -533,24 +538,14 @@ def test_rtdb_source_and_command_service_devices() -> None:
     rtdb.ingest(LinkEvent("t", "R1", True))
     assert rtdb.flush()
     field = _Field(rtdb)
-    audit: list[dict[str, Any]] = []
-
-    class Audit:
-        def record(self, **fields: Any) -> None:
-            audit.append(fields)
-
-    class Tags:
-        on: set[str] = set()
-
-        def blocking(self, point: Any) -> list[str]:
-            return ["HOLD"] if point.name in self.on else []
-
-    tags = Tags()
-    commands = CommandService(rtdb, field, tags=tags, audit=Audit())
+    tags = TagStore(tmp_path / "tags.sqlite")
+    audit = AuditLog(tmp_path / "audit.sqlite")
+    commands = CommandService(rtdb, field, tags=tags, audit=audit)
     field.service = commands
     operators = (OperatorConfig("iccp-tso", Role.OPERATOR, "tok-123456"),
-                 OperatorConfig("iccp-viewer", Role.VIEWER, "tok-654321"))
-    devices = CommandServiceDevices(commands, rtdb.config.points, operators, tags=tags, audit=Audit())
+                 OperatorConfig("iccp-viewer", Role.VIEWER, "tok-654321"),
+                 OperatorConfig("alice", Role.OPERATOR, "tok-alice1"))
+    devices = CommandServiceDevices(commands, rtdb.config.points, operators, tags=tags, audit=audit)
     table = BilateralTable("TSO", "BLT", TSO, DOMAIN,
                            points=(BilateralPoint("F1_CB", "F1-CB", PointType.DATA_STATE_Q_TIMETAG),
                                    BilateralPoint("SS1_P", "SS1-P", PointType.DATA_REAL_Q_TIMETAG)),
@@ -559,36 +554,93 @@ def test_rtdb_source_and_command_service_devices() -> None:
     source.start()
     server = Tase2Server(IccpConfig(OUR, None, (table,)), source, devices=devices)
     server.start()
-    reports = Reports()
     try:
-        with _connect(server, reports=reports) as assoc:
-            p = decode_point(PointType.DATA_REAL_Q_TIMETAG, assoc.read_one(_icc("SS1_P")))
-            assert p.value == 4.5 and p.flags.validity is Validity.SUSPECT and p.time_ms == T0_MS // 1000 * 1000
-            _define(assoc, "DS1", (*HEADER, "F1_CB", "SS1_P"))
-            _start_ts(assoc, "DS1", conditions=DSConditions.CHANGE, rbe=True)
-            assoc.read_one(_icc("F1_CB_CTL_SBO"))
-            assert assoc.write([_icc("F1_CB_CTL")], [IntData(1)]) == (None,)
-            assert [(r.action.value, r.value) for r in field.requests] == [("select", DoubleState.ON),
-                                                                            ("execute", DoubleState.ON)]
-            report = wait_for(lambda: [r for r in list(reports.items)
-                                       if "F1_CB" in {v.name.item for v in r.variables}], 5, "the RBE report")[0]
-            got = {v.name.item: res for v, res in zip(report.variables, report.results, strict=True)}
-            assert decode_point(PointType.DATA_STATE_Q_TIMETAG, got["F1_CB"]).value == State.ON
-            assert {a["operator"] for a in audit} == {"iccp-tso"}
-            tags.on.add("F1-CB")
-            assert TagValue.decode(assoc.read_one(_icc("F1_CB_CTL_TAG"))).tag is TagClass.OPEN_AND_CLOSE_INHIBIT
-            assoc.read_one(_icc("F1_CB_CTL_SBO"))
-            assert assoc.write([_icc("F1_CB_CTL")], [IntData(0)]) == (DataAccessCode.OBJECT_ACCESS_DENIED,)
-            assert any(a["outcome"] == "refused" and a["reason"] == "tagged" for a in audit)
-            tags.on.clear()
-        viewer = dataclasses.replace(table, operator="iccp-viewer")
-        server.config = IccpConfig(OUR, None, (viewer,))
-        with _connect(server) as assoc:
-            assert assoc.read([_icc("F1_CB_CTL_SBO")]) == (DataAccessCode.OBJECT_ACCESS_DENIED,)  # role
+        yield {"rtdb": rtdb, "field": field, "tags": tags, "audit": audit, "commands": commands, "server": server,
+               "table": table, "operators": {o.name: o for o in operators}}
     finally:
         server.stop()
         source.stop()
         rtdb.stop()
+
+
+def test_rtdb_source_and_command_service_devices(commanding: dict[str, Any]) -> None:
+    from models.points import DoubleState
+
+    server, field, tags, audit = (commanding[k] for k in ("server", "field", "tags", "audit"))
+    reports = Reports()
+    with _connect(server, reports=reports) as assoc:
+        p = decode_point(PointType.DATA_REAL_Q_TIMETAG, assoc.read_one(_icc("SS1_P")))
+        assert p.value == 4.5 and p.flags.validity is Validity.SUSPECT and p.time_ms == T0_MS // 1000 * 1000
+        _define(assoc, "DS1", (*HEADER, "F1_CB", "SS1_P"))
+        _start_ts(assoc, "DS1", conditions=DSConditions.CHANGE, rbe=True)
+        assoc.read_one(_icc("F1_CB_CTL_SBO"))
+        assert assoc.write([_icc("F1_CB_CTL")], [IntData(1)]) == (None,)
+        assert [(r.action.value, r.value) for r in field.requests] == [("select", DoubleState.ON),
+                                                                        ("execute", DoubleState.ON)]
+        report = wait_for(lambda: [r for r in list(reports.items)
+                                   if "F1_CB" in {v.name.item for v in r.variables}], 5, "the RBE report")[0]
+        got = {v.name.item: res for v, res in zip(report.variables, report.results, strict=True)}
+        assert decode_point(PointType.DATA_STATE_Q_TIMETAG, got["F1_CB"]).value == State.ON
+        assert {a.operator for a in audit.query()} == {"iccp-tso"}
+        hold = tags.place("F1-CB", "hold", "alice", "crew at work")
+        tag = TagValue.decode(assoc.read_one(_icc("F1_CB_CTL_TAG")))
+        assert tag.tag is TagClass.OPEN_AND_CLOSE_INHIBIT and tag.reason == "hold by alice: crew at work"
+        assoc.read_one(_icc("F1_CB_CTL_SBO"))
+        assert assoc.write([_icc("F1_CB_CTL")], [IntData(0)]) == (DataAccessCode.OBJECT_ACCESS_DENIED,)
+        assert any(a.outcome == "refused" and a.reason == "tagged" for a in audit.query())
+        tags.remove(hold.id, "alice", "done")
+    viewer = dataclasses.replace(commanding["table"], operator="iccp-viewer")
+    server.config = IccpConfig(OUR, None, (viewer,))
+    with _connect(server) as assoc:
+        assert assoc.read([_icc("F1_CB_CTL_SBO")]) == (DataAccessCode.OBJECT_ACCESS_DENIED,)  # role
+
+
+def test_peer_tags_live_in_the_scada_tag_store(commanding: dict[str, Any]) -> None:
+    from scada.errors import CommandRefused
+    from scada.tags import TagKind
+
+    server, tags, commands, field = (commanding[k] for k in ("server", "tags", "commands", "field"))
+    alice = commanding["operators"]["alice"]
+    point = next(p for p in commanding["rtdb"].config.points if p.name == "F1-CB")
+    with _connect(server) as assoc:
+        assert TagValue.decode(assoc.read_one(_icc("F1_CB_CTL_TAG"))).tag is TagClass.NONE
+        # the peer's tag is a SCADA tag: operators see it and it blocks their commands
+        assoc.write_one(_icc("F1_CB_CTL_TAG"), TagValue(TagClass.OPEN_AND_CLOSE_INHIBIT, reason="TSO crew").encode())
+        (placed,) = tags.active("F1-CB")
+        assert placed.kind is TagKind.HOLD and placed.operator == "iccp-tso"
+        assert placed.reason == "[TASE.2 TSO: open and close inhibit] TSO crew"
+        assert [t.id for t in tags.blocking(point)] == [placed.id]
+        with pytest.raises(CommandRefused) as refused:
+            commands.operate(point.id, 1.0, alice)
+        assert str(refused.value.reason) == "tagged"
+        tag = TagValue.decode(assoc.read_one(_icc("F1_CB_CTL_TAG")))
+        assert (tag.tag, tag.reason) == (TagClass.OPEN_AND_CLOSE_INHIBIT, "TSO crew")  # reads back as written
+        # close-only: stored as HOLD (SCADA has no close-only kind), replacing the peer's previous tag
+        assoc.write_one(_icc("F1_CB_CTL_TAG"), TagValue(TagClass.CLOSE_ONLY_INHIBIT, reason="line work").encode())
+        (close_only,) = tags.active("F1-CB")
+        assert close_only.kind is TagKind.HOLD and close_only.id != placed.id
+        assert tags.get(placed.id).removed_by == "iccp-tso"  # type: ignore[union-attr]
+        tag = TagValue.decode(assoc.read_one(_icc("F1_CB_CTL_TAG")))
+        assert (tag.tag, tag.reason) == (TagClass.CLOSE_ONLY_INHIBIT, "line work")
+        assoc.read_one(_icc("F1_CB_CTL_SBO"))
+        sent = len(field.requests)
+        assert assoc.write([_icc("F1_CB_CTL")], [IntData(0)]) == (DataAccessCode.OBJECT_ACCESS_DENIED,)
+        assert len(field.requests) == sent  # refused before the field
+        # NONE clears the peer's tag only: an operator's tag stays and shows to the peer
+        hold = tags.place("F1-CB", TagKind.CLEARANCE, "alice", "earthed for work")
+        tag = TagValue.decode(assoc.read_one(_icc("F1_CB_CTL_TAG")))
+        assert (tag.tag, tag.reason) == (TagClass.OPEN_AND_CLOSE_INHIBIT, "clearance by alice: earthed for work")
+        assoc.write_one(_icc("F1_CB_CTL_TAG"), TagValue(TagClass.NONE).encode())
+        assert [t.id for t in tags.active("F1-CB")] == [hold.id]
+        assert TagValue.decode(assoc.read_one(_icc("F1_CB_CTL_TAG"))).tag is TagClass.OPEN_AND_CLOSE_INHIBIT
+        tags.remove(hold.id, "alice", "work done")
+        tags.place("F1-CB", TagKind.INFO, "alice", "a note")  # blocks nothing, reads as no tag
+        assert TagValue.decode(assoc.read_one(_icc("F1_CB_CTL_TAG"))).tag is TagClass.NONE
+        assert assoc.write([_icc("F1_CB_CTL_TAG")], [TagValue(TagClass.INVALID).encode()]) == (
+            DataAccessCode.OBJECT_VALUE_INVALID,)
+        # untagged: the peer operates again
+        assoc.read_one(_icc("F1_CB_CTL_SBO"))
+        assert assoc.write([_icc("F1_CB_CTL")], [IntData(0)]) == (None,)
 
 
 # --------------------------------------------------------------------------------------------------- libiec61850

@@ -4,43 +4,17 @@ carry TASE.2 names; every error names file, line and field."""
 from pathlib import Path
 
 import pytest
+from iccp_stations import field_station
 
-from iccp.config import IccpConfig, tase2_name_of
-from iccp.tase2.bilateral import AccessDenied, ApTitle, Operation, PeerIdentity
-from iccp.tase2.model import ControlKind, FlagsLayout, PointType, Scope, StateEncoding
-from models.config import Protocol, parse_station_config
+from iccp.tase2.bilateral import AccessDenied, check_device, check_read, check_write
+from models.config import Protocol, load_station_config, parse_station_config
 from models.errors import ConfigError
+from models.iccp_config import ApTitle, IccpConfig, Operation, PeerIdentity, tase2_name_of
 from models.protocols import iccp as iccp_proto
+from models.protocols.iccp import ControlKind, FlagsLayout, PointType, Scope, StateEncoding
+from models.samples import sample_network_station_path
 
-BASE = """
-[station]
-name = "t"
-
-[[operators]]
-name = "iccp-tso"
-role = "operator"
-token = "iccp-tso-token"
-
-[[rtus]]
-name = "R1"
-common_address = 1
-addresses = ["127.0.0.1:2404"]
-
-[[points]]
-name = "CB1"
-kind = "double"
-rtu = "R1"
-address = 100
-type = "M_DP_TB_1"
-control = { type = "double", address = 200 }
-
-[[points]]
-name = "F1-P"
-kind = "analog"
-rtu = "R1"
-address = 101
-type = "M_ME_NC_1"
-
+BASE = field_station("t") + """
 [[points]]
 name = "TAP-SP"
 kind = "setpoint"
@@ -109,14 +83,14 @@ def test_iccp_section_loads() -> None:
     assert ic.peer(PeerIdentity(ApTitle.parse("1.3.9999.20"), 21)) is None
     assert t.table_id == "BLT_1" and t.domain == "DSO1" and t.operator == "iccp-tso"
     assert t.flags_layout is FlagsLayout.LSB_FIRST and t.limits.max_transfer_sets == 4 and t.limits.min_interval_s == 2
-    assert t.check_read("F1_P").type is PointType.DATA_REAL_Q_TIMETAG  # default name and type
-    assert t.check_read("CB1_STATE").point == "CB1"
-    assert t.check_write("TAP_SP").type is PointType.DATA_DISCRETE_Q
+    assert check_read(t, "F1_P").type is PointType.DATA_REAL_Q_TIMETAG  # default name and type
+    assert check_read(t, "CB1_STATE").point == "CB1"
+    assert check_write(t, "TAP_SP").type is PointType.DATA_DISCRETE_Q
     with pytest.raises(AccessDenied):
-        t.check_write("F1_P")
-    cb = t.check_device("CB1_CTL_SBO", Operation.SELECT)  # the point's control is SBO
+        check_write(t, "F1_P")
+    cb = check_device(t, "CB1_CTL_SBO", Operation.SELECT)  # the point's control is SBO
     assert cb.device.kind is ControlKind.COMMAND and not cb.device.tag
-    tap = t.check_device("TAP", Operation.OPERATE)
+    tap = check_device(t, "TAP", Operation.OPERATE)
     assert tap.device.kind is ControlKind.SETPOINT_DISCRETE and not tap.device.sbo  # direct control
     assert t.device_object("TAP_SBO") is None
     (remote,) = ic.remotes
@@ -158,7 +132,7 @@ def _replace(old: str, new: str) -> str:
      r"read\[1\]: unknown TASE.2 type 'Data_Bogus'"),
     (_replace('scope = "icc"', 'scope = "aa"'), r"iccp.peers\[0\] \(TSO\).read\[1\].scope: must be \"icc\" or \"vcc\""),
     (_replace('write = [{ point = "TAP-SP"', 'write = [{ point = "F1-P"'),
-     r"write\[0\]: point 'F1-P' is a analog point; a peer may write set-point points only"),
+     r"write\[0\]: point 'F1-P' is fed by iec104 RTU 'R1': a peer may write only set-points and points of a remote"),
     (_replace('devices = [{ point = "CB1"', 'devices = [{ point = "F1-P"'),
      r"devices\[0\]: point 'F1-P' has no control table"),
     (_replace('name = "CB1_CTL"', 'name = "F1_P"'), r"iccp.peers\[0\] \(TSO\): .*'F1_P' clashes"),
@@ -203,107 +177,14 @@ def test_remote_without_points_is_refused() -> None:
         _load(text)
 
 
-def test_sample_network_station_with_iccp_block() -> None:
-    """The sample ``[iccp]`` block of the report, on the shipped sample network station."""
-    here = Path(__file__).resolve().parents[2] / "models" / "data"
-    station = (here / "sample_network_station.toml").read_text(encoding="utf-8")
-    cfg = parse_station_config(station + SAMPLE_BLOCK, str(here / "sample_network_station.toml"))
-    assert cfg.iccp is not None and cfg.iccp.peers[0].check_read("F1_CB").type is PointType.DATA_STATE_Q_TIMETAG
-    assert {p.source.reference for p in cfg.points_of_rtu("TSO-ICCP")} == {
-        "FREQ_SYS", "TIE1_MW", "TIE2_MW", "CB_T1_STATE", "CB_T2_STATE", "MWH_SENT_T1", "MWH_RECV_T1"}
-    assert cfg.iccp.peers[0].check_read("SS_INC1_Pos").scope is Scope.ICC
-
-
-SAMPLE_BLOCK = """
-# ---------------------------------------------------------------------------------------------- ICCP / TASE.2
-# The distribution centre (us) and the transmission control centre "TSO" (iccp/sim publishes its side).
-[iccp]
-ap_title = "1.3.9999.10"
-ae_qualifier = 10
-listen = "0.0.0.0:10102"
-
-# What the TSO may read from us, write and operate.
-[[iccp.peers]]
-name = "TSO"
-ap_title = "1.3.9999.20"
-ae_qualifier = 20
-bilateral_table_id = "BLT_SS_TSO_1"
-domain = "SS_DSO"
-operator = "operator"
-read = [
-    "SS-INC1.Pos", "SS-INC2.Pos", "SS-BC.Pos",
-    "SS-BUS1.PNV.ph_A", "SS-BUS2.PNV.ph_A",
-    { point = "SS-TR1.P.ph_A", name = "TR1_P_A", type = "Data_RealQTimeTagExtended" },
-    { point = "SS-TR2.P.ph_A", name = "TR2_P_A", type = "Data_RealQTimeTagExtended" },
-    { point = "F1-CB.Pos", name = "F1_CB", type = "Data_StateQTimeTag" },
-]
-write = [{ point = "SS-TR1-OLTC.Step.Set", name = "TR1_TAP_SP", type = "Data_DiscreteQ" }]
-devices = [{ point = "F1-CB.Pos", name = "F1_CB_CTL" }]
-limits = { max_transfer_sets = 8, max_data_set_size = 500, min_interval_s = 1 }
-
-# The TSO's server, which we read: its points are RTDB points of the RTU "TSO-ICCP".
-[[iccp.remotes]]
-name = "TSO-ICCP"
-addresses = ["127.0.0.1:10202", "127.0.0.1:10203"]
-ap_title = "1.3.9999.20"
-ae_qualifier = 20
-domain = "SS_DSO"
-bilateral_table_id = "BLT_SS_TSO_1"
-interval_s = 10
-integrity_s = 300
-buffer_time_s = 1
-
-[[points]]
-name = "TSO.FREQ_SYS"
-kind = "analog"
-rtu = "TSO-ICCP"
-reference = "FREQ_SYS"
-units = "Hz"
-limits = { lolo = 49.5, lo = 49.8, hi = 50.2, hihi = 50.5, deadband = 0.02 }
-
-[[points]]
-name = "TSO.TIE1_MW"
-kind = "analog"
-rtu = "TSO-ICCP"
-reference = "TIE1_MW"
-units = "MW"
-element = "SS-GRID1"
-
-[[points]]
-name = "TSO.TIE2_MW"
-kind = "analog"
-rtu = "TSO-ICCP"
-reference = "TIE2_MW"
-units = "MW"
-element = "SS-GRID2"
-
-[[points]]
-name = "TSO.CB_T1"
-kind = "double"
-rtu = "TSO-ICCP"
-reference = "CB_T1_STATE"
-type = "Data_StateQTimeTag"
-state_alarms = [{ value = 1, priority = "high", text = "tie breaker T1 open" }]
-
-[[points]]
-name = "TSO.CB_T2"
-kind = "double"
-rtu = "TSO-ICCP"
-reference = "CB_T2_STATE"
-type = "Data_StateQTimeTag"
-state_alarms = [{ value = 1, priority = "high", text = "tie breaker T2 open" }]
-
-[[points]]
-name = "TSO.MWH_RECV_T1"
-kind = "counter"
-rtu = "TSO-ICCP"
-reference = "MWH_RECV_T1"
-units = "MWh"
-
-[[points]]
-name = "TSO.MWH_SENT_T1"
-kind = "counter"
-rtu = "TSO-ICCP"
-reference = "MWH_SENT_T1"
-units = "MWh"
-"""
+def test_sample_network_station_iccp_block() -> None:
+    """The shipped sample network station's ``[iccp]`` block: peer TSO reads substation points under their default
+    TASE.2 names; the remote centre's points carry the simulator's names (``iccp.sim.transmission``)."""
+    cfg = load_station_config(sample_network_station_path())
+    assert cfg.iccp is not None and cfg.iccp.listen is not None
+    (peer,) = cfg.iccp.peers
+    assert check_read(peer, "SS_INC1_Pos").scope is Scope.ICC and check_read(peer, "SS_INC1_Pos").point == "SS-INC1.Pos"
+    remote = cfg.iccp.remote("TSO-ICCP")
+    assert remote.dr_directory is not None and Path(remote.dr_directory).is_absolute()
+    assert {"FREQ_SYS", "TIE1_MW", "TIE2_MW", "CB_T1_STATE", "CB_T2_STATE", "MWH_SENT_T1", "MWH_RECV_T1"} <= {
+        p.source.reference for p in cfg.points_of_rtu("TSO-ICCP")}

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from iccp.config import IccpConfig, RemoteCentre
 from iccp.sim.server import SimSettings, SimulatorError, breaker_device_name, sim_iccp_config, sim_point_defs
 from iccp.sim.transmission import TransmissionSystem
-from iccp.tase2.bilateral import AccessDenied, ApTitle, Operation, PeerIdentity
-from iccp.tase2.model import FlagsLayout, PointType
+from iccp.tase2.bilateral import AccessDenied, check_device, check_read, check_write
+from models.iccp_config import ApTitle, IccpConfig, Operation, PeerIdentity, RemoteCentre
 from models.points import PointKind
+from models.protocols.iccp import FlagsLayout, PointType
 
 DSO = PeerIdentity(ApTitle.parse("1.3.9999.10"), 10)
 TSO = PeerIdentity(ApTitle.parse("1.3.9999.20"), 20)
@@ -28,14 +28,14 @@ def test_the_simulator_is_the_remote_and_lets_in_only_the_station() -> None:
     assert cfg.peer(DSO) is not None and cfg.peer(TSO) is None and cfg.peer(TSO2) is None
     table = cfg.peers[0]
     assert (table.table_id, table.domain, table.flags_layout) == ("BLT_1", "DSO1", FlagsLayout.LSB_FIRST)
-    assert table.check_read("FREQ_SYS").type is PointType.DATA_REAL_Q_TIMETAG
-    assert table.check_read("CB_T2_STATE").type is PointType.DATA_STATE_Q_TIMETAG
+    assert check_read(table, "FREQ_SYS").type is PointType.DATA_REAL_Q_TIMETAG
+    assert check_read(table, "CB_T2_STATE").type is PointType.DATA_STATE_Q_TIMETAG
     assert len(table.points) == len(system.points)
     with pytest.raises(AccessDenied, match="read-only"):
-        table.check_write("TIE1_MW")
-    device = table.check_device("CB_T1", Operation.OPERATE)
+        check_write(table, "TIE1_MW")
+    device = check_device(table, "CB_T1", Operation.OPERATE)
     assert device.point == "CB_T1_STATE" and device.device.sbo
-    assert table.check_device("CB_T1_SBO", Operation.SELECT) is device
+    assert check_device(table, "CB_T1_SBO", Operation.SELECT) is device
     assert sim_iccp_config(IccpConfig(DSO, None, (), (_remote(),)), system, listen="127.0.0.1:0").listen == \
         "127.0.0.1:0"
 
@@ -45,8 +45,8 @@ def test_points_take_the_type_the_station_imports_them_as() -> None:
     cfg = sim_iccp_config(IccpConfig(DSO, None, (), (_remote(),)), system, imported_types={
         "TIE1_MW": "Data_RealQTimeTagExtended", "CB_T1_STATE": "Data_RealQ"})
     table = cfg.peers[0]
-    assert table.check_read("TIE1_MW").type is PointType.DATA_REAL_Q_TIMETAG_EXT
-    assert table.check_read("CB_T1_STATE").type is PointType.DATA_STATE_Q_TIMETAG  # a state stays a state
+    assert check_read(table, "TIE1_MW").type is PointType.DATA_REAL_Q_TIMETAG_EXT
+    assert check_read(table, "CB_T1_STATE").type is PointType.DATA_STATE_Q_TIMETAG  # a state stays a state
     with pytest.raises(SimulatorError, match="unknown TASE.2 type 'Data_Bogus'"):
         sim_iccp_config(IccpConfig(DSO, None, (), (_remote(),)), system, imported_types={"TIE1_MW": "Data_Bogus"})
 

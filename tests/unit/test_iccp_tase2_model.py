@@ -31,6 +31,9 @@ from iccp.tase2.bilateral import (
     BilateralTableError,
     Operation,
     PeerIdentity,
+    check_device,
+    check_read,
+    check_write,
 )
 from iccp.tase2.mapping import flags_from_quality, from_tase2, quality_from_flags, to_tase2
 from iccp.tase2.model import (
@@ -60,6 +63,7 @@ from iccp.tase2.model import (
     Tase2Version,
     TransferReportHeader,
     Validity,
+    control_mms_type,
     decode_command,
     decode_features,
     decode_flags,
@@ -169,8 +173,8 @@ def conforms(d, t) -> bool:
     (ObjectName(Scope.VCC, "", "DS1").encode(), ObjectName.MMS_TYPE),
     (DSTransferSet(ObjectName(Scope.ICC, "D", "DS")).encode(), DSTransferSet.MMS_TYPE),
     (TagValue(TagClass.OPEN_AND_CLOSE_INHIBIT, reason="x").encode(), TagValue.MMS_TYPE),
-    (encode_command(ControlKind.SETPOINT_REAL, 1.0), DeviceDef("D", ControlKind.SETPOINT_REAL).mms_type),
-    (encode_command(ControlKind.SETPOINT_DISCRETE, -3), DeviceDef("D", ControlKind.SETPOINT_DISCRETE).mms_type),
+    (encode_command(ControlKind.SETPOINT_REAL, 1.0), control_mms_type(ControlKind.SETPOINT_REAL)),
+    (encode_command(ControlKind.SETPOINT_DISCRETE, -3), control_mms_type(ControlKind.SETPOINT_DISCRETE)),
     *((v, TransferReportHeader.MMS_TYPES[k]) for k, v in TransferReportHeader(
         ObjectName(Scope.ICC, "D", "TS"), 1, DSConditions.CHANGE).encode().items()),
 ])
@@ -192,8 +196,14 @@ def test_point_round_trip_every_type(ptype: PointType, layout: FlagsLayout, stat
     assert conforms(d, t)
 
 
-def test_type_names_match_the_config_protocol_module() -> None:
-    assert {t.value for t in PointType} == set(TASE2_POINT_TYPES)
+def test_point_type_names_and_properties() -> None:
+    """The twelve indication point types by their wire names (the station TOML's ``type``), and what each carries."""
+    assert set(TASE2_POINT_TYPES) == {f"Data_{base}{q}" for base in ("Real", "State", "Discrete")
+                                      for q in ("", "Q", "QTimeTag", "QTimeTagExtended")}
+    assert [(t.base, t.has_flags, t.has_time, t.extended, t.is_state) for t in (
+        PointType.DATA_STATE, PointType.DATA_DISCRETE_Q, PointType.DATA_REAL_Q_TIMETAG_EXT)] == [
+        ("State", False, False, False, True), ("Discrete", True, False, False, False),
+        ("Real", True, True, True, False)]
 
 
 def test_extended_time_keeps_milliseconds_plain_truncates() -> None:
@@ -300,7 +310,7 @@ def test_device_objects() -> None:
     assert wire(tag.encode()).hex() == "a212" "840200a0" "8a0c" + b"crew on line".hex()
     for layout in FlagsLayout:
         assert TagValue.decode(unwire(wire(tag.encode(layout))), layout) == tag
-    with pytest.raises(Tase2Error, match="no room for _SBO"):
+    with pytest.raises(BilateralTableError, match="no room for _SBO"):
         DeviceDef("X" * 29)
 
 
@@ -449,19 +459,19 @@ def _table(**kw) -> BilateralTable:
 
 def test_bilateral_access() -> None:
     t = _table()
-    assert t.check_read("F1_P").point == "F1-P"
-    assert t.check_write("T1_SP").writable
+    assert check_read(t, "F1_P").point == "F1-P"
+    assert check_write(t, "T1_SP").writable
     with pytest.raises(AccessDenied, match=r"peer 'TSO': read of 'SS_P' denied: not in its bilateral table"):
-        t.check_read("SS_P")
+        check_read(t, "SS_P")
     with pytest.raises(AccessDenied, match="write of 'F1_P' denied: the point is read-only for this peer"):
-        t.check_write("F1_P")
+        check_write(t, "F1_P")
     with pytest.raises(AccessDenied):
-        t.check_read("F1_P", Scope.VCC)
-    assert t.check_device("F1_CB_SBO", Operation.SELECT).point == "F1-CB"
+        check_read(t, "F1_P", Scope.VCC)
+    assert check_device(t, "F1_CB_SBO", Operation.SELECT).point == "F1-CB"
     with pytest.raises(AccessDenied, match="is for select, not operate"):
-        t.check_device("F1_CB_SBO", Operation.OPERATE)
+        check_device(t, "F1_CB_SBO", Operation.OPERATE)
     with pytest.raises(AccessDenied, match="F1_CB_TAG"):
-        t.check_device("F1_CB_TAG", Operation.TAG)  # tag=False: no tag object
+        check_device(t, "F1_CB_TAG", Operation.TAG)  # tag=False: no tag object
     assert t.names() == ["F1_CB", "F1_CB_SBO", "F1_P", "T1_SP"]
     assert t.names(Scope.VCC) == []
 
