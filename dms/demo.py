@@ -11,6 +11,8 @@ exactly as an operator's client would. Tables go to the terminal, PNG figures to
 from __future__ import annotations
 
 import contextlib
+import logging
+import math
 import re
 import sys
 import tempfile
@@ -35,16 +37,18 @@ from dms.api.protos import study_pb2 as study_pb
 from dms.api.protos import voltvar_pb2 as vv_pb
 from dms.flisr.plan import FlisrMode
 from dms.server import DmsApplications
+from iccp.service import IccpServices
 from models.config import Role, StationConfig, load_station_config
 from models.gis_exchange import analyse_reconfiguration, reconfiguration_document
 from models.network import NetworkModel
 from models.pandapower_net import run_balanced_powerflow
 from models.phase_model import build_phase_model
-from models.points import DoubleState
+from models.points import DoubleState, PointKind
 from models.sample_network import F_HZ
 from models.samples import free_tcp_port, relocate_station_text, sample_network_station_path
 from models.three_phase_flow import run_three_phase_powerflow
 from models.timebase import now_ms
+from oms.connectivity import build_connectivity
 from oms.events import format_time_ms
 from rtu_sim.ami_headend import AmiOptions
 from rtu_sim.ami_service import AmiHeadEndService
@@ -61,6 +65,7 @@ FEEDER_CB = "F2-CB"
 ISOLATE = ("F2-RMU03-LBS2", "F2-RMU06-LBS1")  # automated ring switches either side of the faulted stretch
 FOREIGN_TIE = "F3-RMU08-LBS2"  # normally-open point F3-F4: closing it parallels the two grid infeeds
 FUSE = "F4-RMU02-TEE"  # a distribution transformer's fuse, not telemetered: only the meters tell
+ICCP_SNAPSHOT_S = 5.0  # the simulated TSO's DR snapshot period in the demo (production: a minute)
 # the head-end's delays at a tenth (a last gasp 3 s after the loss instead of 30 s) so the demo stays short
 AMI_OPTIONS = AmiOptions(time_scale=0.1, poll_s=0.2, late_share=0.0)
 # A pipe or CI log gets a readable fixed width instead of rich's 80 columns.
@@ -97,8 +102,16 @@ def _status(code: int) -> str:
     return pb.ControlStatus.Name(code).removeprefix("CONTROL_STATUS_").lower()
 
 
+@dataclass(frozen=True)
+class _Running:
+    center: ControlCenter
+    sim: RtuSimulator
+    ami: AmiHeadEndService
+    iccp: IccpServices
+
+
 @contextlib.contextmanager
-def _running(data_dir: Path) -> Iterator[tuple[ControlCenter, RtuSimulator, AmiHeadEndService]]:
+def _running(data_dir: Path) -> Iterator[_Running]:
     source = sample_network_station_path()
     text = relocate_station_text(source.read_text(encoding="utf-8"), data_dir, source.parent)
     # the AMI head-end's meter-read endpoint, so the OMS can ping meters
@@ -107,26 +120,42 @@ def _running(data_dir: Path) -> Iterator[tuple[ControlCenter, RtuSimulator, AmiH
     cfg_path = data_dir / "station.toml"
     cfg_path.write_text(text, encoding="utf-8")
     config = load_station_config(cfg_path)
-    sim = RtuSimulator(config, seed=7)
+    # The simulated TSO runs in this process: its TASE.2 client's log (e.g. the DSO's server not yet listening during
+    # start-up, or the demo's link cut) goes to a file beside the adapters', not between the demo's tables.
+    sim_log = logging.FileHandler(data_dir / "simulators.log", encoding="utf-8")
+    sim_log.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    iccp_log = logging.getLogger("iccp")
+    iccp_log.addHandler(sim_log)
+    iccp_log.propagate = False
+    # the TSO's DR snapshot files every 5 s (not 60 s) so the link outage of the ICCP step is recovered in seconds
+    sim = RtuSimulator(config, seed=7, iccp_snapshot_interval_s=ICCP_SNAPSHOT_S)
     center = ControlCenter(config)
+    iccp = IccpServices.for_center(center, recovery_retry_s=1.0)
+    if iccp is None:
+        raise DemoError(f"{source}: the sample station has no [iccp] block")
     dms = DmsApplications(center, flisr_mode=FlisrMode.AUTOMATIC)
     ami: AmiHeadEndService | None = None
     try:
         sim.start()
         center.start()
+        iccp.start()
         dms.start()
         assert sim.physics is not None
         token = next(o.token for o in config.operators if o.role is Role.OPERATOR)
         ami = AmiHeadEndService(sim.physics.model, sim.physics, grpc_address=f"127.0.0.1:{center.grpc_port}",
                                 token=token, http_port=ami_port, seed=7, options=AMI_OPTIONS)
         ami.start()
-        yield center, sim, ami
+        yield _Running(center, sim, ami, iccp)
     finally:
         if ami is not None:
             ami.stop()
         dms.stop()
+        iccp.stop()
         center.stop()
         sim.stop()
+        iccp_log.removeHandler(sim_log)
+        iccp_log.propagate = True
+        sim_log.close()
 
 
 def run_demo(*, data_dir: str | None = None, fast: bool = False, report_dir: str | None = None) -> int:
@@ -303,7 +332,8 @@ def _run(folder: Path, report: Path, pause: float, stack: contextlib.ExitStack) 
     pngs: list[Path] = []
 
     _step(1, "Start the physics-driven simulated field devices and the control-centre server on the CIM sample network")
-    center, sim, ami = stack.enter_context(_running(folder))
+    running = stack.enter_context(_running(folder))
+    center, sim, ami = running.center, running.sim, running.ami
     config = center.config
     model = config.network
     if model is None:
@@ -526,7 +556,9 @@ def _run(folder: Path, report: Path, pause: float, stack: contextlib.ExitStack) 
     console.print(reconfig.table())
     console.print(f"CIM difference written to {diff_path}")
 
-    _step(10, "Summary")
+    _iccp_step(operator, running, summary, pause)
+
+    _step(11, "Summary")
     stats = sim.stats()
     sent: dict[str, int] = {}
     for r in stats.rtus.values():
@@ -543,6 +575,94 @@ def _run(folder: Path, report: Path, pause: float, stack: contextlib.ExitStack) 
     console.print("Figures: " + ", ".join(str(p) for p in pngs))
     console.print("[green]Demo complete.[/] Stopping the server and the simulated field devices.")
     return 0
+
+
+def _point_text(kind: PointKind, value: float) -> str:
+    """A value as the operator reads it: states by name, measurements and MWh registers to three decimals."""
+    if kind in (PointKind.DOUBLE, PointKind.SINGLE):
+        return format_value(pb.PointKind.Value(f"POINT_KIND_{kind.name}"), value)
+    return "-" if math.isnan(value) else f"{value:.3f}"
+
+
+def _iccp_step(operator: ScadaClient, running: _Running, summary: _Summary, pause: float) -> None:
+    """Both directions of the bilateral agreement with the transmission centre, then a link outage and its recovery."""
+    config = running.center.config
+    assert config.iccp is not None
+    remote = config.iccp.remotes[0]
+    tso = running.sim.transmission(remote.name)
+    _step(10, f"ICCP/TASE.2 with the transmission control centre {remote.name}: grid frequency and tie flows in, "
+              "substation values out, a link outage recovered from the DR snapshot files")
+    imported = config.points_of_rtu(remote.name)
+    names = [p.name for p in imported]
+    table = Table(title=f"Imported by this centre's TASE.2 client (bilateral table {remote.bilateral_table_id!r}, "
+                        f"ICC domain {remote.domain!r}), read over gRPC", title_justify="left")
+    for col in ("point", "TASE.2 name", "value", "quality", "time tag"):
+        table.add_column(col, justify="right" if col == "value" else "left")
+    for p, v in zip(imported, operator.read(names), strict=True):
+        table.add_row(p.name, p.source.reference, f"{_point_text(p.kind, v.value)} {p.units}".strip(),
+                      "|".join(v.quality_names) or "good", format_time(v.source_time_ms))
+    console.print(table)
+
+    importer = tso.importer
+    if importer is None:
+        raise DemoError(f"the simulated {remote.name} imports nothing from this centre: no [[iccp.peers]] entry")
+    peer = config.iccp.peer(remote.identity)
+    assert peer is not None
+    def all_received() -> bool:
+        got = importer.values()
+        return len(got) == len(peer.points) and all(v.quality == 0 for v in got.values())
+
+    _wait(all_received, 30, f"{remote.name} to receive every point of table {peer.table_id!r} in good quality")
+    received = importer.values()
+    ours = {v.name: v for v in operator.read([bp.point for bp in peer.points])}
+    table = Table(title=f"Received by {remote.name} from this centre's TASE.2 server (peer {peer.peer!r}, "
+                        f"{len(peer.points)} points)", title_justify="left")
+    for col in ("point", "TASE.2 name", f"at {remote.name}", "in our RTDB", "quality"):
+        table.add_column(col, justify="left" if col in ("point", "TASE.2 name", "quality") else "right")
+    for bp in peer.points[:9]:
+        r = received[bp.name]
+        kind = config.point(bp.point).kind
+        table.add_row(bp.point, bp.name, _point_text(kind, r.value), _point_text(kind, ours[bp.point].value),
+                      str(r.quality.name or "good").lower())
+    console.print(table)
+    console.print(f"... and {len(peer.points) - 9} more; RBE reports keep both sides within one transfer-set "
+                  "interval (values move between the two reads)")
+    time.sleep(pause)
+
+    console.print(f"[yellow]The link to {remote.name} fails[/] (both directions); the transmission system runs on and "
+                  "keeps writing its DR snapshot files.")
+    t_cut = time.monotonic()
+    tso.cut_link()
+    _wait(lambda: all("COMM_LOST" in v.quality_names for v in operator.read(names)), 30,
+          f"the points of {remote.name} to turn COMM_LOST")
+    console.print(f"  {len(names)} imported points COMM_LOST after {time.monotonic() - t_cut:.1f} s")
+    time.sleep(max(2 * ICCP_SNAPSHOT_S, 4 * pause))
+    t_restore = time.monotonic()
+    tso.restore_link()
+    _wait(lambda: all(v.quality == 0 for v in operator.read(names)), 40,
+          f"the points of {remote.name} to be good again after the link came back")
+    back_s = time.monotonic() - t_restore
+    console.print(f"  link restored after {t_restore - t_cut:.1f} s of outage: every point good again {back_s:.1f} s "
+                  "later (the client reassociated, redefined its data sets and restarted its transfer sets)")
+    recovery = running.iccp.recovery
+    assert recovery is not None
+    done = _wait(lambda: next((r for r in reversed(recovery.results) if r[1].complete), None), 40,
+                 f"the gap to be recovered from {remote.dr_directory}")
+    job, result = done
+    freq = next(p.name for p in imported if p.source.reference == "FREQ_SYS")
+    samples = [x for x in operator.history(freq, start_ms=job.start_ms, end_ms=job.end_ms).samples
+               if x.quality == 0]
+    table = Table(title="Gap recovery from the DR snapshot files (iccp.recovery)", title_justify="left")
+    for col in ("outage", "duration", "snapshot files read", "samples backfilled", f"{freq} samples in the gap"):
+        table.add_column(col, justify="left" if col == "outage" else "right")
+    table.add_row(f"{format_time(job.start_ms)[11:]} .. {format_time(job.end_ms)[11:]}",
+                  f"{(job.end_ms - job.start_ms) / 1000:.1f} s", str(result.files_read), str(result.inserted),
+                  str(len(samples)))
+    console.print(table)
+    if not samples:
+        raise DemoError(f"the historian has no good sample of {freq} inside the recovered outage")
+    summary.add(f"ICCP: link back -> {len(names)} imported points good", f"{back_s:.1f} s")
+    summary.add("ICCP: link outage backfilled from DR files (samples)", f"{result.inserted}")
 
 
 def _oms_step(client: DmsClient, sim: RtuSimulator, ami: AmiHeadEndService, model: NetworkModel, summary: _Summary,
@@ -583,8 +703,10 @@ def _oms_step(client: DmsClient, sim: RtuSimulator, ami: AmiHeadEndService, mode
     rid = outage.record_id
     crew = _wait(lambda: (r := oms.GetRecord(oms_pb.RecordRequest(record_id=rid))).crew and r, 10,
                  "a crew to be assigned")
+    conn = build_connectivity(model)  # the OMS's own trace of what the fuse feeds
+    behind = {conn.load_names[i] for i in conn.downstream_loads(conn.device(FUSE).index)}
     customer = next(c.consumer_number for c in model.customers if c.load is not None
-                    and model.loads[c.load].bus in _downstream(model, FUSE))
+                    and model.loads[c.load].name in behind)
     status = oms.CustomerStatus(oms_pb.CustomerStatusRequest(customers=[customer])).customers[0]
     console.print(f"crew {crew.crew} assigned (stage {crew.stage}); customer care for {customer}: {status.text}")
     for stage in ("en_route", "on_site"):
@@ -652,20 +774,6 @@ def _oms_step(client: DmsClient, sim: RtuSimulator, ami: AmiHeadEndService, mode
     stats = ami.stats()
     console.print(f"AMI head-end: {stats.events_sent} meter events in {stats.sent} EndDeviceEvents messages over gRPC")
     time.sleep(pause)
-
-
-def _downstream(model: NetworkModel, switch: str) -> set[int]:
-    """Buses fed through ``switch`` (radial: the side away from the source)."""
-    sw = next(s for s in model.switches if s.name == switch)
-    g = nx.Graph()
-    g.add_edges_from((line.from_bus, line.to_bus) for line in model.lines)
-    g.add_edges_from((s.from_bus, s.to_bus) for s in model.switches if s.name != switch and not s.normal_open)
-    for t in model.transformers:
-        buses = [w.bus for w in t.windings]
-        g.add_edges_from(zip(buses, buses[1:], strict=False))
-    src = {s.bus for s in model.sources}
-    side = nx.node_connected_component(g, sw.to_bus) if sw.to_bus in g else {sw.to_bus}
-    return side if not side & src else set(nx.node_connected_component(g, sw.from_bus))
 
 
 def _now_local() -> Any:

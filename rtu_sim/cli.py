@@ -136,6 +136,11 @@ def main(argv: list[str] | None = None) -> int:
             o = sim.outstation(name)
             print(f"  {name}: common address {o.rtu.common_address}, {len(o.point_names)} points, "
                   f"{o.rtu.max_updates_per_s:g} updates/s max, on {', '.join(o.rtu.addresses)}", flush=True)
+        for name in sim.transmission_names:
+            t = sim.transmission(name)
+            print(f"  {name}: ICCP/TASE.2 transmission simulator, {len(t.point_defs)} points on "
+                  f"{t.settings.host}:{t.port}" + (", importing the centre's published points"
+                                                   if t.importer is not None else ""), flush=True)
         if control is not None:
             print(f"  control socket: {control.host}:{control.port} (JSON lines)", flush=True)
         if args.load > 0:

@@ -261,6 +261,32 @@ class GridPhysics:
         with self._lock:
             return self._last
 
+    def source_injections(self, snap: FlowSnapshot | None = None) -> dict[str, tuple[float, float]]:
+        """What each grid source (CIM EnergySource) delivers into the network in a solved flow (``snap``, default
+        the last one): source name -> (MW, Mvar), the sum of the flows into the branches at its bus. Empty before the
+        first converged solve. The transmission simulator's tie flows follow these (``iccp.sim.hosted``)."""
+        snap = snap if snap is not None else self.last
+        if snap is None or not snap.converged:
+            return {}
+        m = self.model
+        out: dict[str, tuple[float, float]] = {}
+        for src in m.sources:
+            p_kw = q_kvar = 0.0
+            for arr_p, arr_q, ends in ((snap.line_p_kw, snap.line_q_kvar, [(x.from_bus, x.to_bus) for x in m.lines]),
+                                       (snap.switch_p_kw, snap.switch_q_kvar,
+                                        [(x.from_bus, x.to_bus) for x in m.switches]),
+                                       (snap.trafo_p_kw, snap.trafo_q_kvar,
+                                        [(t.buses[0], t.buses[-1]) for t in m.transformers])):
+                for i, (a, b) in enumerate(ends):
+                    if a == b:
+                        continue
+                    if a == src.bus:
+                        p_kw, q_kvar = p_kw + float(arr_p[i][0]), q_kvar + float(arr_q[i][0])
+                    elif b == src.bus:
+                        p_kw, q_kvar = p_kw + float(arr_p[i][1]), q_kvar + float(arr_q[i][1])
+            out[src.name] = (p_kw / 1000.0, q_kvar / 1000.0)
+        return out
+
     def _switch(self, switch: str) -> int:
         try:
             return self._switch_index[switch]

@@ -25,6 +25,7 @@ from rtu_sim.errors import SimulatorError, UnknownPointError, UnknownRtuError
 from rtu_sim.outstation import Outstation, RtuStats, SharedResources
 
 if TYPE_CHECKING:
+    from iccp.sim.server import TransmissionSimulator
     from rtu_sim.grid_driver import PhysicsDriver, PhysicsSettings
     from rtu_sim.physics import FaultKind, FaultResult, GridPhysics
 
@@ -79,13 +80,16 @@ class RtuSimulator:
     """Simulated IEC 104 RTUs of a station configuration (all of them, or the ones named in ``rtus``)."""
 
     def __init__(self, config: StationConfig, rtus: Sequence[str] | None = None, *, seed: int = 0,
-                 tick_s: float = 0.1, physics: PhysicsSettings | None | bool = True) -> None:
+                 tick_s: float = 0.1, physics: PhysicsSettings | None | bool = True,
+                 iccp_snapshot_interval_s: float = 60.0) -> None:
         """``physics``: settings of the grid physics, True for the defaults, False/None for none (the points bound to
-        measurements then keep their static profile)."""
+        measurements then keep their static profile). ICCP remote centres (``[[iccp.remotes]]``) are hosted as
+        transmission simulators (``iccp.sim``), writing their DR snapshot files every ``iccp_snapshot_interval_s``
+        into the remote's ``dr_directory``."""
         if tick_s <= 0:
             raise SimulatorError(f"tick_s must be > 0, got {tick_s}")
-        # Calculated sources have no field device; ICCP remote centres are simulated by iccp/sim (dscada iccp-sim).
-        names = ([r.name for r in config.rtus if r.protocol not in (Protocol.CALCULATED, Protocol.ICCP)]
+        # Calculated sources have no field device.
+        names = ([r.name for r in config.rtus if r.protocol is not Protocol.CALCULATED]
                  if rtus is None else list(rtus))
         if not names:
             raise SimulatorError(f"{config.source_path}: no RTU to simulate")
@@ -98,10 +102,8 @@ class RtuSimulator:
         if calculated:
             raise SimulatorError(f"{config.source_path}: {', '.join(map(repr, calculated))} is calculated in the "
                                  "control centre, there is no field device to simulate")
-        remote = [n for n in names if config.rtu(n).protocol is Protocol.ICCP]
-        if remote:
-            raise SimulatorError(f"{config.source_path}: {', '.join(map(repr, remote))} is an ICCP remote control "
-                                 "centre: simulate it with `dscada iccp-sim`")
+        remote = list(dict.fromkeys(n for n in names if config.rtu(n).protocol is Protocol.ICCP))
+        names = [n for n in names if config.rtu(n).protocol is not Protocol.ICCP]
         self.config = config
         self.seed = seed
         self.tick_s = tick_s
@@ -115,6 +117,15 @@ class RtuSimulator:
                 self._outstations[name] = outstation_class(rtu.protocol.value)(
                     rtu, [config.points[i] for i in idx], [config.sim[i] for i in idx],
                     rng=random.Random(f"rtu_sim:{seed}:{name}"), shared=self._shared)
+            self._transmission: dict[str, TransmissionSimulator] = {}
+            if remote:
+                from iccp.sim.hosted import station_transmission_simulator  # only stations with ICCP remotes
+
+                for name in remote:
+                    # with grid physics, the ties carry what the simulated network draws from its grid sources
+                    self._transmission[name] = station_transmission_simulator(
+                        config, name, seed=seed, snapshot_interval_s=iccp_snapshot_interval_s,
+                        tie_flows=self._source_flows if physics and config.network is not None else None)
         except BaseException:
             for o in self._outstations.values():
                 o.close()
@@ -165,7 +176,25 @@ class RtuSimulator:
 
     @property
     def rtu_names(self) -> tuple[str, ...]:
+        """The field RTUs hosted (the ICCP remote centres are in ``transmission_names``)."""
         return tuple(self._outstations)
+
+    def _source_flows(self) -> dict[str, tuple[float, float]]:
+        """Grid source name -> (MW, Mvar) of the physics' last flow; empty without physics or before a solve."""
+        driver = getattr(self, "_driver", None)  # the transmission simulators are built before the physics
+        return driver.physics.source_injections() if driver is not None else {}
+
+    @property
+    def transmission_names(self) -> tuple[str, ...]:
+        return tuple(self._transmission)
+
+    def transmission(self, remote: str) -> TransmissionSimulator:
+        """The transmission simulator playing ICCP remote centre ``remote``."""
+        try:
+            return self._transmission[remote]
+        except KeyError:
+            raise UnknownRtuError(f"ICCP remote {remote!r} is not simulated here (hosted: "
+                                  f"{', '.join(self._transmission) or 'none'})") from None
 
     def outstation(self, rtu: str) -> Outstation:
         try:
@@ -185,6 +214,8 @@ class RtuSimulator:
         try:
             for o in self._outstations.values():
                 o.start()
+            for t in self._transmission.values():
+                t.start()
         except BaseException:
             self.stop()
             raise
@@ -205,6 +236,11 @@ class RtuSimulator:
             self._thread.join(timeout=10.0)
             if self._thread.is_alive():
                 log.error("rtu-sim loop thread did not stop within 10 s")
+        for name, t in self._transmission.items():
+            try:
+                t.stop()
+            except Exception:
+                log.exception("ICCP remote %r: stopping its simulator failed", name)
         for o in self._outstations.values():
             try:
                 o.close()

@@ -35,18 +35,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from iccp.config import IccpConfig, RemoteCentre
 from iccp.errors import IccpError
 from iccp.recovery import SnapshotWriter
 from iccp.sim.transmission import (
     BreakerResult,
     PointValue,
     SimPointType,
+    TieFlows,
     TransmissionConfig,
     TransmissionSystem,
 )
 from iccp.tase2.bilateral import BilateralDevice, BilateralPoint, BilateralTable, TransferSetLimits
 from iccp.tase2.model import ControlKind, DeviceDef, PointType
+from models.iccp_config import IccpConfig, IccpConfigError, RemoteCentre
 from models.points import PointDef, PointKind, PointSource
 from models.timebase import now_ms
 
@@ -126,7 +127,7 @@ def choose_remote(station_iccp: IccpConfig, remote: str | None = None) -> Remote
     else:
         try:
             rc = station_iccp.remote(remote)
-        except IccpError as exc:
+        except IccpConfigError as exc:
             raise SimulatorError(str(exc)) from None
     return rc
 
@@ -173,10 +174,10 @@ class TransmissionSimulator:
 
     def __init__(self, iccp_config: IccpConfig, settings: SimSettings = SimSettings(), *,
                  transmission: TransmissionConfig | None = None, source_name: str = "TSO",
-                 server_factory: Callable[..., Any] | None = None) -> None:
+                 server_factory: Callable[..., Any] | None = None, tie_flows: TieFlows | None = None) -> None:
         self.settings = settings
         self.iccp_config = iccp_config
-        self.system = TransmissionSystem(transmission, seed=settings.seed, start_ms=now_ms())
+        self.system = TransmissionSystem(transmission, seed=settings.seed, start_ms=now_ms(), tie_flows=tie_flows)
         self.point_defs = sim_point_defs(self.system, source_name)
         self._lock = threading.RLock()
         self._stop = threading.Event()
@@ -193,6 +194,9 @@ class TransmissionSimulator:
             server_factory = build_server
         self._server_factory = server_factory
         self._server: Any = None
+        self._importer: Any = None  # the transmission side's import of distribution points (attach_import)
+        self._link_cut = False
+        self._port = 0
         self.steps = 0
         self.changes_published = 0
         self.operations = 0
@@ -200,9 +204,9 @@ class TransmissionSimulator:
     # ----------------------------------------------------------------------------------------------- lifecycle
     @property
     def port(self) -> int:
-        if self._server is None:
+        if self._port == 0:
             raise SimulatorError("simulator is not started")
-        return int(self._server.port)
+        return self._port
 
     @property
     def running(self) -> bool:
@@ -225,9 +229,54 @@ class TransmissionSimulator:
         except Exception:
             self._server = None
             raise
+        self._port = int(self._server.port)  # kept across link cuts: the restored server listens there again
         self._thread = threading.Thread(target=self._run, name="iccp-sim-stepper", daemon=True)
         self._thread.start()
+        if self._importer is not None:
+            self._importer.start()
         log.info("transmission simulator: %d points on port %d", len(self.system.points), self.port)
+
+    def attach_import(self, importer: Any) -> None:
+        """Also import from the distribution centre (``iccp.sim.distribution_import.DistributionImport``): started
+        and stopped with the simulator, and cut with the link. Before ``start``."""
+        if self._thread is not None:
+            raise SimulatorError("attach the import before starting the simulator")
+        self._importer = importer
+
+    @property
+    def importer(self) -> Any:
+        return self._importer
+
+    @property
+    def link_cut(self) -> bool:
+        return self._link_cut
+
+    def cut_link(self) -> None:
+        """A communication outage between the centres: the TASE.2 server stops (its associations are aborted, new
+        ones refused) and the import stops, while the transmission system keeps running and the DR snapshot files
+        keep being written, so the distribution centre can recover the gap afterwards."""
+        with self._lock:
+            if self._server is None or self._link_cut:
+                return
+            self._link_cut = True
+            server, self._server = self._server, None
+        server.stop()
+        if self._importer is not None:
+            self._importer.stop()
+        log.info("transmission simulator: link cut")
+
+    def restore_link(self) -> None:
+        """End of the outage: a new server on the same port, holding the current values; the import restarts."""
+        with self._lock:
+            if not self._link_cut:
+                return
+            server = self._server_factory(self.iccp_config, self, self.settings.host, self._port)
+            server.start()
+            self._server = server
+            self._link_cut = False
+        if self._importer is not None:
+            self._importer.start()
+        log.info("transmission simulator: link restored on port %d", self._port)
 
     def stop(self) -> None:
         """Stop stepping, stop the server (its associations are aborted), write the snapshot in progress."""
@@ -235,8 +284,12 @@ class TransmissionSimulator:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(10.0)
-        if self._server is not None:
-            self._server.stop()
+        if self._importer is not None and not self._link_cut:
+            self._importer.stop()
+        with self._lock:
+            server, self._server = self._server, None
+        if server is not None:
+            server.stop()
         with self._lock:
             if self._writer is not None:
                 self._writer.close(max(self.system.now_ms, now_ms()))
@@ -280,8 +333,9 @@ class TransmissionSimulator:
             self.steps += 1
             if self._writer is not None:
                 self._writer.record(self.system.now_ms, changes)
-        if changes:
-            self._server.publish(changes)
+        server = self._server
+        if changes and server is not None:  # during a link cut the snapshot files still record the changes
+            server.publish(changes)
             self.changes_published += len(changes)
             t = time.monotonic()
             for listener in self._listeners:

@@ -28,7 +28,9 @@ Physics (deliberately simple, but with the right shape and magnitudes):
   (AGC) removes with time constant ``agc_time_s``. Clamped to [``f_min_hz``, ``f_max_hz``].
 - Tie flows: the tie's peak load times a daily load curve (hourly factors in local time, linear in between, an
   Indian urban feeder mix with the evening peak), an AR(1) load fluctuation, minus rooftop PV behind the tie
-  (``der_peak_mw`` times a half-sine between 06:00 and 18:00), plus I^2 losses. Mvar follow the power factor plus
+  (``der_peak_mw`` times a half-sine between 06:00 and 18:00), plus I^2 losses; or, given the distribution
+  network's own flows (``tie_flows``: a power flow of its model, see ``iccp.sim.hosted``), exactly what the
+  distribution side draws at that source. Mvar follow the power factor plus
   transformer magnetising/leakage var. A tie whose breaker is open carries nothing.
 - Breakers trip at random (``trip_rate_per_h`` each), auto-reclose after ``reclose_delay_s`` with probability
   ``reclose_success``, otherwise stay locked out until operated (``operate_breaker``).
@@ -45,7 +47,7 @@ fixed order and number per step, so a seed gives the same series.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum, StrEnum
 
@@ -63,6 +65,7 @@ __all__ = [
     "PointValue",
     "SimPointDef",
     "SimPointType",
+    "TieFlows",
     "TieSpec",
     "TransmissionConfig",
     "TransmissionSimError",
@@ -232,8 +235,12 @@ class _Breakers:
 class TransmissionSystem:
     """The transmission side of an ICCP link; drive it with ``step`` and read it with ``snapshot``."""
 
-    def __init__(self, config: TransmissionConfig | None = None, *, seed: int = 0, start_ms: int | None = None) -> None:
+    def __init__(self, config: TransmissionConfig | None = None, *, seed: int = 0, start_ms: int | None = None,
+                 tie_flows: TieFlows | None = None) -> None:
+        """``tie_flows``: the distribution network's own flows (source name -> MW, Mvar, e.g. from a power flow of
+        its model); a tie whose ``source`` it names carries that flow instead of its load curve."""
         self.config = cfg = config or TransmissionConfig()
+        self._tie_flows = tie_flows
         self.seed = seed
         self._rng = np.random.default_rng(seed)
         self._now_ms = _now_ms() if start_ms is None else int(start_ms)
@@ -424,6 +431,12 @@ class TransmissionSystem:
         losses = self._peak * cfg.losses_pct_at_peak / 100.0 * ratio * ratio
         p = load - self._der * solar + losses
         q = load * self._tan_phi + 0.05 * self._peak * (0.3 + ratio * ratio)  # magnetising + leakage var
+        if self._tie_flows is not None:  # the distribution network's power flow says what the ties carry
+            measured = self._tie_flows()
+            for i, t in enumerate(cfg.ties):
+                if t.source in measured:
+                    p[i], q[i] = measured[t.source]
+                    ratio[i] = p[i] / self._peak[i]
         p = p * (1.0 + 0.002 * z[1:n + 1])
         q = q * (1.0 + 0.004 * z[n + 1:2 * n + 1])
         closed = self._breakers.closed
@@ -480,6 +493,10 @@ class TransmissionSystem:
             if t.number == tie:
                 return i
         raise TransmissionSimError(f"transmission simulator has no tie {tie}")
+
+
+#: Source name -> (MW, Mvar) flowing into the distribution network there (``TransmissionSystem(tie_flows=...)``).
+TieFlows = Callable[[], Mapping[str, tuple[float, float]]]
 
 
 def _load_factor(shape: Sequence[float], hour: float) -> float:

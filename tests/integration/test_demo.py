@@ -25,6 +25,8 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert "bad data: F3-CB.A.ph_B" in out  # the estimator caught the corrupted current
     assert "FLISR run 1" in out and "OMS outage record" in out
     assert "via SS-TR1-OLTC.Step.Set (modbus): done" in out or "no action" in out  # Volt/VAR through SCADA
+    assert "Received by TSO-ICCP from this centre's TASE.2 server" in out  # ICCP both ways, outage recovered
+    assert "ICCP: link outage backfilled from DR files" in out
     assert "Demo complete." in out
     for name in ("voltage_profile.png", "network_normal.png", "network_fault.png", "network_restored.png"):
         assert (report / name).stat().st_size > 10_000

@@ -64,8 +64,9 @@ def _analog_of(config: StationConfig, protocol: str) -> str:
 
 def test_the_sample_station_uses_all_four_protocols(mixed: Mixed) -> None:
     used = {r.protocol.value for r in mixed.config.rtus}
-    assert used == {*PROTOCOLS, "calculated"}  # and the state-estimation source DMS-SE (no adapter)
-    assert set(mixed.center.supervisors) == set(PROTOCOLS)
+    # and the state-estimation source DMS-SE (no adapter) and the transmission centre over ICCP (its own front end)
+    assert used == {*PROTOCOLS, "calculated", "iccp"}
+    assert set(mixed.center.supervisors) == {*PROTOCOLS, "iccp"}
     assert all(s.running for s in mixed.center.supervisors.values())
 
 

@@ -25,7 +25,7 @@ from scada.alarms import AlarmManager
 from scada.rtdb import Rtdb
 from scada.topology_service import TopologyService
 
-FIELD_POINTS = 337  # the sample station's CIM-derived field points
+FIELD_POINTS = 337 + 13  # the sample station's CIM-derived field points and the 13 it imports over ICCP
 BUSES_MV, MEASURED_ELEMENTS = 212, 44  # 11 and 33 kV buses (all three-phase); feeder breakers, ring switches, TRs
 
 
@@ -143,7 +143,7 @@ type = "M_ME_NC_1"
 
 def test_the_supervisor_and_the_simulator_skip_the_calculated_source(sample: StationConfig) -> None:
     specs = adapter_specs(sample)
-    assert {s.name for s in specs} == {"iec104", "modbus", "iec61850", "dnp3"}
+    assert {s.name for s in specs} == {"iec104", "modbus", "iec61850", "dnp3", "iccp"}
     served = [rtu for s in specs for rtu in s.rtus]
     assert SE_SOURCE not in served and len(served) == len(sample.rtus) - 1
     with pytest.raises(SimulatorError, match=r"'DMS-SE' is calculated in the control centre"):

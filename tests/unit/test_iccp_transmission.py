@@ -226,3 +226,39 @@ def test_tie_and_step_errors():
     for bad in (0.0, -1.0, math.nan):
         with pytest.raises(TransmissionSimError, match="dt_s"):
             sim.step(bad)
+
+
+def test_tie_flows_follow_the_distribution_network_when_given():
+    """A tie named in ``tie_flows`` carries what the distribution side draws there (plus the 0.2 % measurement
+    noise); the others keep their load curve, and an open tie breaker still carries nothing."""
+    drawn = {"SS-GRID1": (3.25, 1.1)}
+    sim = TransmissionSystem(seed=1, start_ms=T0, tie_flows=lambda: drawn)
+    curve = TransmissionSystem(seed=1, start_ms=T0)
+    sim.step(1.0)
+    curve.step(1.0)
+    assert sim.value("TIE1_MW").value == pytest.approx(3.25, rel=0.01)
+    assert sim.value("TIE1_MVAR").value == pytest.approx(1.1, rel=0.02)
+    assert sim.value("TIE2_MW").value == pytest.approx(curve.value("TIE2_MW").value, rel=1e-9)
+    drawn["SS-GRID1"] = (4.0, 1.5)  # the network's next flow
+    sim.step(1.0)
+    assert sim.value("TIE1_MW").value == pytest.approx(4.0, rel=0.01)
+    assert sim.operate_breaker("CB_T1_STATE", close=False) is BreakerResult.OPERATED
+    sim.step(1.0)
+    assert sim.value("TIE1_MW").value == 0.0
+
+
+def test_grid_source_injections_of_the_sample_network_balance_its_load():
+    """What the hosted transmission simulator's ties carry (``GridPhysics.source_injections``): per grid source, the
+    flow into the branches at its bus; together they supply the loads plus the network's losses."""
+    from models.sample_network import build_sample_network
+    from rtu_sim.physics import GridPhysics
+
+    physics = GridPhysics(build_sample_network(), seed=7)
+    assert physics.source_injections() == {}  # nothing solved yet
+    snap = physics.solve(epoch_s=12 * 3600.0)
+    flows = physics.source_injections(snap)
+    assert set(flows) == {"SS-GRID1", "SS-GRID2"}
+    p_mw = sum(p for p, _ in flows.values())
+    load_mw = float(snap.load_p_kw.sum()) / 1000.0
+    assert all(p > 1.0 and q > 0.0 for p, q in flows.values())
+    assert load_mw < p_mw < 1.05 * load_mw  # a few per cent of losses on the 33/11 kV transformers and cables

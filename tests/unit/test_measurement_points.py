@@ -139,9 +139,12 @@ def test_sample_network_station() -> None:
     cfg = load_station_config(SAMPLE_STATION)
     model = cfg.network
     # the station opts in to the state-estimation points (models.calculated_points): source DMS-SE, after the field
-    field = [p for p in cfg.points if p.source.rtu != "DMS-SE"]
-    field_rtus = [r for r in cfg.rtus if r.name != "DMS-SE"]
-    assert model is not None and not [p for p in field if cfg.binding(p) is None]  # nothing hand-written
+    # and imports 13 points of the transmission centre over ICCP (hand-written, first), not bound to the model
+    iccp = [p for p in cfg.points if p.source.rtu == "TSO-ICCP"]
+    assert [p.id for p in iccp] == list(range(13)) and all(cfg.binding(p) is None for p in iccp)
+    field = [p for p in cfg.points if p.source.rtu not in ("DMS-SE", "TSO-ICCP")]
+    field_rtus = [r for r in cfg.rtus if r.name not in ("DMS-SE", "TSO-ICCP")]
+    assert model is not None and not [p for p in field if cfg.binding(p) is None]  # nothing else hand-written
     assert len({b.measurement_mrid for b in cfg.bindings if b}) == len(model.measurements)
 
     def elements(rtu: str, kind: PointKind) -> set[str]:
@@ -166,7 +169,7 @@ def test_sample_network_station() -> None:
         assert setpoint.control is not None and setpoint.source.type_id == "holding_int16"
         assert setpoint.control.address == setpoint.source.address
     assert cfg.point("F1-CB.Pos").state_alarms and not cfg.point("SS-BC.Pos").state_alarms  # BC is normally open
-    assert {r.protocol.value for r in cfg.rtus} == {"iec104", "dnp3", "modbus", "iec61850", "calculated"}
+    assert {r.protocol.value for r in cfg.rtus} == {"iec104", "dnp3", "modbus", "iec61850", "calculated", "iccp"}
     frtus = [r.name for r in cfg.rtus if r.frtu]
     assert frtus and all(r.equipment for r in field_rtus)
     for rtu in frtus:
