@@ -50,7 +50,8 @@ def test_fleet_budget_smoke(tmp_path: Path) -> None:
     assert modbus["held_changes_missed"] == 0 and modbus["final_value_mismatches"] == 0, modbus
     assert modbus["changes_seen"] > 0, modbus
     assert r["goals"]["zero_loss"] is True
-    assert all(loss["link_events"] == [] for loss in r["loss"].values()), r["loss"]  # no link lost on the way
+    links = {proto: loss["link_events"] for proto, loss in r["loss"].items() if loss["link_events"]}
+    assert not links, f"links lost on the way: {links}"  # (the loss figures above could hide behind a reconnect)
     assert r["changes_generated"] > 500  # 100 changes/s for 10 s
 
     # Every process of the deployment was measured.
