@@ -120,13 +120,6 @@ def _running(data_dir: Path) -> Iterator[_Running]:
     cfg_path = data_dir / "station.toml"
     cfg_path.write_text(text, encoding="utf-8")
     config = load_station_config(cfg_path)
-    # The simulated TSO runs in this process: its TASE.2 client's log (e.g. the DSO's server not yet listening during
-    # start-up, or the demo's link cut) goes to a file beside the adapters', not between the demo's tables.
-    sim_log = logging.FileHandler(data_dir / "simulators.log", encoding="utf-8")
-    sim_log.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
-    iccp_log = logging.getLogger("iccp")
-    iccp_log.addHandler(sim_log)
-    iccp_log.propagate = False
     # the TSO's DR snapshot files every 5 s (not 60 s) so the link outage of the ICCP step is recovered in seconds
     sim = RtuSimulator(config, seed=7, iccp_snapshot_interval_s=ICCP_SNAPSHOT_S)
     center = ControlCenter(config)
@@ -153,9 +146,28 @@ def _running(data_dir: Path) -> Iterator[_Running]:
         iccp.stop()
         center.stop()
         sim.stop()
-        iccp_log.removeHandler(sim_log)
-        iccp_log.propagate = True
-        sim_log.close()
+
+
+@contextlib.contextmanager
+def _server_log(path: Path) -> Iterator[Path]:
+    """The in-process server's and simulators' warnings go to ``path``, not between the demo's tables (e.g. a state
+    estimate that does not converge on the fault currents of step 5, or the simulated TSO's client retrying while
+    the link is cut); errors still show."""
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    root = logging.getLogger()
+    consoles = [(h, h.level) for h in root.handlers if isinstance(h, logging.StreamHandler)
+                and not isinstance(h, logging.FileHandler)]
+    for h, _level in consoles:
+        h.setLevel(max(h.level, logging.ERROR))
+    root.addHandler(handler)
+    try:
+        yield path
+    finally:
+        root.removeHandler(handler)
+        handler.close()
+        for h, level in consoles:
+            h.setLevel(level)
 
 
 def run_demo(*, data_dir: str | None = None, fast: bool = False, report_dir: str | None = None) -> int:
@@ -168,6 +180,7 @@ def run_demo(*, data_dir: str | None = None, fast: bool = False, report_dir: str
         report = Path(report_dir or "var/demo-report")
         report.mkdir(parents=True, exist_ok=True)
         stack.enter_context(divert_native_stderr(folder / "native-libraries.log"))
+        stack.enter_context(_server_log(folder / "server.log"))
         try:
             return _run(folder, report, pause, stack)
         except KeyboardInterrupt:
@@ -347,7 +360,8 @@ def _run(folder: Path, report: Path, pause: float, stack: contextlib.ExitStack) 
                   f"({sum(r.frtu for r in config.rtus)} FRTUs in ring main units)")
     address = f"127.0.0.1:{center.grpc_port}"
     console.print(_devices_table(config))
-    console.print(f"gRPC API on {address}; stores in {folder}")
+    console.print(f"gRPC API on {address}; stores in {folder}; warnings of the server and simulators in "
+                  f"{folder / 'server.log'}")
     t_up = time.monotonic()
 
     _step(2, "Power flow of the model: three-phase (unbalanced) beside balanced (pandapower)")
