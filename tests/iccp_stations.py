@@ -3,7 +3,7 @@ breaker and a feeder flow, the operator our TASE.2 peer's commands are audited a
 
 from __future__ import annotations
 
-__all__ = ["OUR_AP_TITLE", "TSO_AP_TITLE", "field_station", "tso_peer"]
+__all__ = ["OUR_AP_TITLE", "TSO_AP_TITLE", "field_station", "tso_peer", "tso_remote"]
 
 OUR_AP_TITLE = ((1, 3, 9999, 10), 10)  # the distribution centre: [iccp] ap_title / ae_qualifier
 TSO_AP_TITLE = ((1, 3, 9999, 20), 20)  # the transmission centre: peer of our server, remote of our client
@@ -63,4 +63,33 @@ operator = "iccp-tso"
 read = [{{ point = "F1-P", name = "F1_P", type = "Data_RealQTimeTag" }},
         {{ point = "CB1", name = "CB1_STATE", type = "Data_StateQ" }}]
 devices = [{{ point = "CB1", name = "CB1_CTL" }}]
+"""
+
+
+def tso_remote(port: int = 10202, *, extra: str = "") -> str:
+    """``[[iccp.remotes]]`` "TSO-ICCP" at 127.0.0.1:``port`` (the transmission centre of :func:`tso_peer`: table
+    BLT_1, domain DSO1, DR files in ``dr/tso``; ``extra``: more keys of that table) importing the grid frequency as
+    ``TSO.FREQ`` and tie breaker 1 as ``TSO.CB_T1``."""
+    return f"""
+[[iccp.remotes]]
+name = "TSO-ICCP"
+addresses = ["127.0.0.1:{port}"]
+ap_title = "1.3.9999.20"
+ae_qualifier = 20
+domain = "DSO1"
+bilateral_table_id = "BLT_1"
+{extra}dr_directory = "dr/tso"
+
+[[points]]
+name = "TSO.FREQ"
+kind = "analog"
+rtu = "TSO-ICCP"
+reference = "FREQ_SYS"
+units = "Hz"
+
+[[points]]
+name = "TSO.CB_T1"
+kind = "double"
+rtu = "TSO-ICCP"
+reference = "CB_T1_STATE"
 """

@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO / "tests") not in sys.path:
     sys.path.insert(0, str(REPO / "tests"))
 
-from iccp_stations import field_station, tso_peer  # noqa: E402
+from iccp_stations import field_station, tso_peer, tso_remote  # noqa: E402
 from support import wait_for  # noqa: E402
 
 from iccp.service import IccpServices  # noqa: E402
@@ -28,38 +28,14 @@ from rtu_sim.errors import UnknownRtuError  # noqa: E402
 from rtu_sim.simulator import RtuSimulator  # noqa: E402
 from scada.server import ControlCenter  # noqa: E402
 
-REMOTE = """
-[[iccp.remotes]]
-name = "TSO-ICCP"
-addresses = ["127.0.0.1:{port}"]
-ap_title = "1.3.9999.20"
-ae_qualifier = 20
-domain = "DSO1"
-bilateral_table_id = "BLT_1"
-interval_s = 1
-reconnect_backoff_max_s = 1
-recovery_retry_s = 0.5
-dr_directory = "dr/tso"
-
-[[points]]
-name = "TSO.FREQ"
-kind = "analog"
-rtu = "TSO-ICCP"
-reference = "FREQ_SYS"
-units = "Hz"
-
-[[points]]
-name = "TSO.CB_T1"
-kind = "double"
-rtu = "TSO-ICCP"
-reference = "CB_T1_STATE"
-"""
+# a quick reconnect and recovery retry, so the outage below is recovered in seconds
+REMOTE_TIMING = "interval_s = 1\nreconnect_backoff_max_s = 1\nrecovery_retry_s = 0.5\n"
 
 
 def _station(folder: Path) -> StationConfig:
     rtu, listen, tso = free_tcp_ports(3)
     text = (field_station("hosted", rtu_port=rtu) + f'\n[server]\ndata_dir = "{folder.as_posix()}"\n'
-            + tso_peer(listen) + REMOTE.format(port=tso))
+            + tso_peer(listen) + tso_remote(tso, extra=REMOTE_TIMING))
     path = folder / "station.toml"
     path.write_text(text, encoding="utf-8")
     return load_station_config(path)

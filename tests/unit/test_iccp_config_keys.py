@@ -16,59 +16,12 @@ from models.errors import ConfigError
 from models.iccp_config import DEFAULT_KEEPALIVE_S, DEFAULT_RECOVERY_RETRY_S, DEFAULT_SELECT_TIMEOUT_S
 
 REPO = Path(__file__).resolve().parents[2]
+if str(REPO / "tests") not in sys.path:
+    sys.path.insert(0, str(REPO / "tests"))
 
-STATION = """
-[station]
-name = "t"
+from iccp_stations import field_station, tso_peer, tso_remote  # noqa: E402
 
-[[operators]]
-name = "iccp-tso"
-role = "operator"
-token = "iccp-tso-token"
-
-[[rtus]]
-name = "R1"
-common_address = 1
-addresses = ["127.0.0.1:2404"]
-
-[[points]]
-name = "CB1"
-kind = "double"
-rtu = "R1"
-address = 100
-type = "M_DP_TB_1"
-control = { type = "double", address = 200 }
-
-[iccp]
-ap_title = "1.3.9999.10"
-ae_qualifier = 10
-listen = "127.0.0.1:0"
-
-[[iccp.peers]]
-name = "TSO"
-ap_title = "1.3.9999.20"
-ae_qualifier = 20
-bilateral_table_id = "BLT_1"
-domain = "DSO1"
-operator = "iccp-tso"
-read = [{ point = "CB1", name = "CB1_STATE", type = "Data_StateQ" }]
-devices = [{ point = "CB1", name = "CB1_CTL" }]
-
-[[iccp.remotes]]
-name = "TSO-ICCP"
-addresses = ["127.0.0.1:10202"]
-ap_title = "1.3.9999.20"
-ae_qualifier = 20
-domain = "DSO1"
-bilateral_table_id = "BLT_1"
-dr_directory = "dr/tso"
-
-[[points]]
-name = "TSO.FREQ"
-kind = "analog"
-rtu = "TSO-ICCP"
-reference = "FREQ_SYS"
-"""
+STATION = field_station("t") + tso_peer() + tso_remote()
 
 
 def _load(text: str = STATION):
