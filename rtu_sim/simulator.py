@@ -117,15 +117,6 @@ class RtuSimulator:
                 self._outstations[name] = outstation_class(rtu.protocol.value)(
                     rtu, [config.points[i] for i in idx], [config.sim[i] for i in idx],
                     rng=random.Random(f"rtu_sim:{seed}:{name}"), shared=self._shared)
-            self._transmission: dict[str, TransmissionSimulator] = {}
-            if remote:
-                from iccp.sim.hosted import station_transmission_simulator  # only stations with ICCP remotes
-
-                for name in remote:
-                    # with grid physics, the ties carry what the simulated network draws from its grid sources
-                    self._transmission[name] = station_transmission_simulator(
-                        config, name, seed=seed, snapshot_interval_s=iccp_snapshot_interval_s,
-                        tie_flows=self._source_flows if physics and config.network is not None else None)
         except BaseException:
             for o in self._outstations.values():
                 o.close()
@@ -149,6 +140,19 @@ class RtuSimulator:
         self._driver: PhysicsDriver | None = None
         if physics:
             self._driver = self._build_physics(seed, physics)
+        # Built, not started (no socket yet): with grid physics, the ties carry what the network draws at its sources.
+        self._transmission: dict[str, TransmissionSimulator] = {}
+        if remote:
+            from iccp.sim.hosted import station_transmission_simulator  # only stations with ICCP remotes
+
+            try:
+                for name in remote:
+                    self._transmission[name] = station_transmission_simulator(
+                        config, name, seed=seed, snapshot_interval_s=iccp_snapshot_interval_s,
+                        tie_flows=self._driver.physics.source_injections if self._driver is not None else None)
+            except BaseException:
+                self.stop()  # the outstations and the physics built above
+                raise
 
     def _build_physics(self, seed: int, settings: PhysicsSettings | bool) -> PhysicsDriver | None:
         model = self.config.network
@@ -178,11 +182,6 @@ class RtuSimulator:
     def rtu_names(self) -> tuple[str, ...]:
         """The field RTUs hosted (the ICCP remote centres are in ``transmission_names``)."""
         return tuple(self._outstations)
-
-    def _source_flows(self) -> dict[str, tuple[float, float]]:
-        """Grid source name -> (MW, Mvar) of the physics' last flow; empty without physics or before a solve."""
-        driver = getattr(self, "_driver", None)  # the transmission simulators are built before the physics
-        return driver.physics.source_injections() if driver is not None else {}
 
     @property
     def transmission_names(self) -> tuple[str, ...]:

@@ -66,8 +66,6 @@ class DistributionImport:
         self._lock = threading.Lock()
         self._values: dict[str, ImportedValue] = {}
         self._link = threading.Event()
-        self.reports = 0
-        self.last_reason = ""
         self.client = Tase2Client(centre, remote.identity, defs, self)
 
     # ---------------------------------------------------------------------------------------------- lifecycle
@@ -94,14 +92,12 @@ class DistributionImport:
                 d = self._defs[r.point]
                 self._values[d.name] = ImportedValue(d.name, self._rtdb_name[d.name], r.value, Quality(r.quality),
                                                      r.source_time_ms)
-            self.reports += 1
 
     def on_link(self, remote: str, up: bool, address: str, reason: str, time_ms: int) -> None:
         if up:
             self._link.set()
         else:
             self._link.clear()
-            self.last_reason = reason
 
     def on_interrogated(self, remote: str, time_ms: int) -> None:
         pass

@@ -262,10 +262,13 @@ class CommandServiceDevices:
         self._tag_lock = threading.Lock()  # one peer tag change at a time (remove the old, place the new)
 
     def _resolve(self, table: BilateralTable, device: BilateralDevice) -> tuple[PointDef, Any]:
-        p = self._points.get(device.point)
+        return self._resolve_point(table, device.point, f"device {device.device.name!r}")
+
+    def _resolve_point(self, table: BilateralTable, point: str, label: str) -> tuple[PointDef, Any]:
+        p = self._points.get(point)
         if p is None or p.control is None:
             raise DeviceRefused(DataAccessCode.OBJECT_NON_EXISTENT,
-                                f"device {device.device.name!r}: point {device.point!r} is not a controllable point")
+                                f"{label}: point {point!r} is not a controllable point")
         op = self._operators.get(table.operator)
         if op is None:
             raise DeviceRefused(DataAccessCode.OBJECT_ACCESS_DENIED,
@@ -297,8 +300,6 @@ class CommandServiceDevices:
         return cbid
 
     def operate(self, table: BilateralTable, device: BilateralDevice, value: float) -> None:
-        from scada.errors import CommandRefused
-
         p, op = self._resolve(table, device)
         try:
             self.book.check_tag(table, device, value)
@@ -306,19 +307,30 @@ class CommandServiceDevices:
         except DeviceRefused as exc:
             self._record(op, p, "tase2_operate", value, "refused", "not_selected", str(exc))
             raise
-        v = _control_value(p, device, value)
+        self._command(p, op, _control_value(p, device, value), f"device {device.device.name!r}")
+
+    def execute(self, table: BilateralTable, point: str, value: float, label: str) -> None:
+        """One SCADA command of ``point`` (its control value ``value``) as ``table``'s peer's operator, without a
+        TASE.2 selection: a peer's write of a set-point (``iccp.tase2.peer_writes``). ``label`` names it in refusals."""
+        p, op = self._resolve_point(table, point, label)
+        self._command(p, op, value, label)
+
+    def _command(self, p: PointDef, op: Any, value: float, label: str) -> None:
+        """The command path (the select of an SBO-mode control included); blocks for the field's answer."""
+        from scada.errors import CommandRefused
+
         assert p.control is not None
         try:
             if p.control.mode.selects:
-                outcome = self._commands.select(p.id, v, op)
+                outcome = self._commands.select(p.id, value, op)
                 if outcome.status.value != "success":
-                    raise _field_refusal(device, outcome)
-            outcome = self._commands.operate(p.id, v, op)
+                    raise _field_refusal(label, outcome)
+            outcome = self._commands.operate(p.id, value, op)
         except CommandRefused as exc:
             raise DeviceRefused(_REFUSAL_CODES.get(str(exc.reason), DataAccessCode.OBJECT_ACCESS_DENIED),
-                                f"device {device.device.name!r}: {exc}") from None
+                                f"{label}: {exc}") from None
         if outcome.status.value != "success":
-            raise _field_refusal(device, outcome)
+            raise _field_refusal(label, outcome)
 
     def tag(self, table: BilateralTable, device: BilateralDevice) -> TagValue:
         tag = self.book.tag(table, device)
@@ -380,7 +392,7 @@ def _control_value(p: PointDef, device: BilateralDevice, value: float) -> float:
     return float(value)
 
 
-def _field_refusal(device: BilateralDevice, outcome: Any) -> DeviceRefused:
+def _field_refusal(label: str, outcome: Any) -> DeviceRefused:
     status = outcome.status.value
     code = DataAccessCode.TEMPORARILY_UNAVAILABLE if status in _TRANSIENT_STATUS else DataAccessCode.HARDWARE_FAULT
-    return DeviceRefused(code, f"device {device.device.name!r}: field answered {status} {outcome.field_detail}".strip())
+    return DeviceRefused(code, f"{label}: field answered {status} {outcome.field_detail}".strip())

@@ -48,22 +48,18 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from iccp.mms.codec import DataAccessCode
-from iccp.tase2.bilateral import BilateralDevice, BilateralTable
+from iccp.tase2.bilateral import BilateralTable
 from iccp.tase2.devices import CommandServiceDevices, DeviceRefused
 from iccp.tase2.mapping import RtdbValue
-from iccp.tase2.model import ControlKind, DeviceDef
 from iccp.tase2.point_source import PointSourceError
 from models.iccp_config import peer_read_only_reason, peer_writable
-from models.points import ControlType, PointDef
+from models.points import PointDef
 
 __all__ = ["PeerWrites", "RtdbPeerWrites", "WriteKind", "write_kind"]
 
 log = logging.getLogger("iccp.tase2.peer_writes")
 
-_SETPOINT_KINDS = {ControlType.SETPOINT_FLOAT: ControlKind.SETPOINT_REAL,
-                   ControlType.SETPOINT_SCALED: ControlKind.SETPOINT_DISCRETE}
 _DENIED = DataAccessCode.OBJECT_ACCESS_DENIED
-_DEVICE_NAME_MAX = 28  # iccp.tase2.model.DeviceDef
 
 
 class WriteKind(StrEnum):
@@ -122,14 +118,10 @@ class RtdbPeerWrites:
     def command(self, table: BilateralTable, point: PointDef, value: float) -> None:
         """The set-point command of a peer write: blocks for the field round trip (up to the control's time-out).
         The one place a peer write waits for the field, so that it can move to a worker thread."""
-        assert point.control is not None
-        name = _device_name(table, point)
-        device = BilateralDevice(DeviceDef(name, _SETPOINT_KINDS[point.control.type], sbo=False, tag=False),
-                                 point.name)
         try:
-            self._devices.operate(table, device, value)
+            self._devices.execute(table, point.name, value, f"peer {table.peer!r}: write of {point.name!r}")
         except DeviceRefused as exc:
-            raise PointSourceError(f"peer {table.peer!r}: write of {point.name!r}: {exc}", exc.code) from None
+            raise PointSourceError(str(exc), exc.code) from None
         log.info("peer %s: set-point %s = %g executed as %s", table.peer, point.name, value, table.operator)
 
     def _enter(self, table: BilateralTable, op: Any, point: PointDef, value: RtdbValue) -> None:
@@ -154,8 +146,3 @@ class RtdbPeerWrites:
                                action="tase2_write", value=float(value), outcome=outcome, reason=reason,
                                field_detail=detail)
 
-
-def _device_name(table: BilateralTable, point: PointDef) -> str:
-    """The TASE.2 name the peer wrote (the table's writable entry), cut to a device name's length."""
-    name = next((bp.name for bp in table.points if bp.point == point.name and bp.writable), "WRITE")
-    return name[:_DEVICE_NAME_MAX]
